@@ -1,0 +1,83 @@
+"""The embedded default: JupyterHub and the NeuroLibre service on one machine.
+
+Local use only: a dummy password authenticator (any user name, one shared password) with an
+admin user, processes spawned as the hub's own user, SQLite, the local builder. Run it with
+`bash scripts/run.sh`, or `jupyterhub -f jupyterhub_config.py` once installed.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from neurolibre_service import ADMIN_SCOPE, REVIEW_SCOPE, SERVICE_NAME
+from neurolibre_service.sandbox import DEFAULT_PASSTHROUGH
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("NEUROLIBRE_DATA", HERE / "data")).resolve()
+DATA.mkdir(parents=True, exist_ok=True)
+SERVICE_PORT = int(os.environ.get("NEUROLIBRE_SERVICE_PORT", "10101"))
+
+c.JupyterHub.ip = os.environ.get("NEUROLIBRE_HUB_IP", "127.0.0.1")
+c.JupyterHub.port = int(os.environ.get("NEUROLIBRE_HUB_PORT", "8000"))
+c.JupyterHub.hub_port = int(os.environ.get("NEUROLIBRE_HUB_API_PORT", "8081"))
+c.ConfigurableHTTPProxy.api_url = (
+    f"http://127.0.0.1:{os.environ.get('NEUROLIBRE_PROXY_API_PORT', '8001')}"
+)
+c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
+c.JupyterHub.db_url = f"sqlite:///{DATA / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
+
+# Local use: anyone can log in with the shared password; "admin" administers NeuroLibre.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("NEUROLIBRE_PASSWORD", "neurolibre")
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"admin"}
+c.JupyterHub.spawner_class = "simple"
+c.JupyterHub.allow_named_servers = True
+
+service_args = [
+    sys.executable, "-m", "neurolibre_service",
+    f"--data-dir={DATA / 'neurolibre'}",
+    # builds may not read the hub's database and cookie secret either
+    f"--NeuroLibre.sandbox_hidden_paths={[str(DATA)]!r}",
+    f"--NeuroLibre.local_repository_roots={[str(DATA / 'examples')]!r}",
+    f"--NeuroLibre.build_time_limit={os.environ.get('NEUROLIBRE_TIME_LIMIT', '1800')}",
+]  # fmt: skip
+if os.environ.get("NEUROLIBRE_EXTRA_ARGS"):
+    service_args += os.environ["NEUROLIBRE_EXTRA_ARGS"].split("\n")
+
+c.JupyterHub.services = [
+    {
+        "name": SERVICE_NAME,
+        "url": f"http://127.0.0.1:{SERVICE_PORT}",
+        "command": service_args,
+        "cwd": str(HERE),
+        # the hub starts services with a bare environment: pass what builds need to reach
+        # package indexes (proxies, certificates)
+        "environment": {k: os.environ[k] for k in DEFAULT_PASSTHROUGH if k in os.environ},
+        "oauth_no_confirm": True,
+        # lets the service see whether a user holds its custom scopes
+        "oauth_client_allowed_scopes": [ADMIN_SCOPE, REVIEW_SCOPE],
+        "display": True,
+    }
+]
+c.JupyterHub.custom_scopes = {
+    ADMIN_SCOPE: {"description": "Administer NeuroLibre: every environment, build and preprint."},
+    REVIEW_SCOPE: {"description": "Review and publish NeuroLibre preprints."},
+}
+c.JupyterHub.load_roles = [
+    {
+        "name": "user",
+        "scopes": ["self", f"access:services!service={SERVICE_NAME}"],
+    },
+    {
+        "name": "neurolibre-admin",
+        "scopes": [ADMIN_SCOPE, REVIEW_SCOPE, f"access:services!service={SERVICE_NAME}"],
+        "users": ["admin"],
+    },
+    {
+        "name": "neurolibre-service",
+        "scopes": ["read:users", "read:roles:users", "admin:servers"],
+        "services": [SERVICE_NAME],
+    },
+]

@@ -1,0 +1,279 @@
+"""The NeuroLibre service: a traitlets Application run by JupyterHub as a managed service.
+
+Every option is a trait with help text, so `python -m neurolibre_service --help-all` is the
+reference manual. Options come from a config file (`neurolibre_config.py`) and the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import jinja2
+import jupyterhub
+from sqlalchemy.engine import make_url
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
+from traitlets.config import Application
+
+from . import __version__
+from .db import Database
+from .environments import BUILDERS, Builder
+from .environments.manager import EnvironmentManager
+from .handlers import routes
+from .jobs import JobQueue
+from .logs import LogStore, Redactor
+from .metrics import Metrics
+from .resources import share_path
+from .sandbox import DEFAULT_PASSTHROUGH, Sandbox
+from .sources import RepoPolicy
+
+
+class NeuroLibre(Application):
+    name = "neurolibre"
+    version = __version__
+    description = "Living preprints: a JupyterHub service that builds and serves executable papers."
+
+    aliases = {
+        "ip": "NeuroLibre.ip",
+        "port": "NeuroLibre.port",
+        "config": "NeuroLibre.config_file",
+        "data-dir": "NeuroLibre.data_dir",
+        "db-url": "NeuroLibre.db_url",
+        "builder": "NeuroLibre.builder",
+        "concurrency": "NeuroLibre.build_concurrency",
+        "time-limit": "NeuroLibre.build_time_limit",
+        "sandbox": "NeuroLibre.sandbox",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "no-upgrade-db": ({"NeuroLibre": {"upgrade_db": False}}, "Do not migrate the database at start."),
+    }  # fmt: skip
+
+    config_file = Unicode(
+        "neurolibre_config.py", help="Config file to load (ignored if it does not exist)."
+    ).tag(config=True)
+
+    ip = Unicode(help="IP the service listens on. Default: from JUPYTERHUB_SERVICE_URL, or 127.0.0.1.").tag(config=True)  # fmt: skip
+    port = Integer(help="Port the service listens on. Default: from JUPYTERHUB_SERVICE_URL, or 10101.").tag(config=True)  # fmt: skip
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "")).hostname or "127.0.0.1"
+
+    @default("port")
+    def _default_port(self) -> int:
+        return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "")).port or 10101
+
+    base_url = Unicode(help="URL prefix. Default: JUPYTERHUB_SERVICE_PREFIX, or /services/neurolibre/.").tag(config=True)  # fmt: skip
+
+    @default("base_url")
+    def _default_base_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/neurolibre/")
+
+    @validate("base_url")
+    def _slash(self, proposal) -> str:
+        v = proposal["value"]
+        return "/" + v.strip("/") + "/" if v.strip("/") else "/"
+
+    data_dir = Unicode(
+        "data/neurolibre",
+        help="""Where the service keeps its files: logs, environments, checkouts, caches (and
+        the SQLite database by default). Builds cannot read it.""",
+    ).tag(config=True)
+
+    db_url = Unicode(
+        help="""Database URL. Default: SQLite in data_dir. PostgreSQL: postgresql://user@host/db
+        (the password is better given in PGPASSWORD or a .pgpass than in a URL).""",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'neurolibre.sqlite'}"
+
+    upgrade_db = Bool(True, help="Apply database migrations at start.").tag(config=True)
+
+    builder = Unicode("local", help=f"Environment backend: {', '.join(BUILDERS)}.").tag(config=True)
+
+    @validate("builder")
+    def _known_builder(self, proposal) -> str:
+        if proposal["value"] not in BUILDERS:
+            raise ValueError(f"unknown builder {proposal['value']!r}; use one of {list(BUILDERS)}")
+        return proposal["value"]
+
+    build_concurrency = Integer(2, help="How many builds run at once.").tag(config=True)
+    build_time_limit = Float(
+        1800.0, help="Seconds a build may run; past that its whole process tree is killed."
+    ).tag(config=True)
+    max_attempts = Integer(
+        2, help="Times a build interrupted by a service restart is started again before failing."
+    ).tag(config=True)
+
+    machine_profiles = List(
+        Dict(),
+        help="""Machine profiles users choose from, e.g.
+        [{"name": "small", "label": "1 CPU, 2 GB", "cpu": 1, "memory": "2G"}].
+        When set, users must pick one instead of typing limits.""",
+    ).tag(config=True)
+    default_cpu_limit = Float(None, allow_none=True, help="CPU limit of a server when none is given.").tag(config=True)  # fmt: skip
+    default_memory_limit = Unicode(None, allow_none=True, help="Memory limit (e.g. 2G) of a server when none is given.").tag(config=True)  # fmt: skip
+    max_cpu_limit = Float(None, allow_none=True, help="Largest CPU limit a user may ask for.").tag(config=True)  # fmt: skip
+
+    allowed_url_schemes = List(
+        Unicode(), ["https"], help="URL schemes accepted for repositories (https; http only for trusted networks)."
+    ).tag(config=True)  # fmt: skip
+    local_repository_roots = List(
+        Unicode(),
+        help="Directories under which local Git repositories may be built by path (none by default).",
+    ).tag(config=True)
+
+    sandbox = Unicode(
+        "bwrap",
+        help="""How build steps are confined. 'bwrap' (bubblewrap, default): read-only system,
+        writes only to the environment being built, data_dir and database hidden. 'none': builds
+        run as the service's user with everything it can read and write, including its database
+        and tokens' files; only for trusted repositories.""",
+    ).tag(config=True)
+    sandbox_hidden_paths = List(
+        Unicode(),
+        help="More files or directories builds may not read (e.g. the hub's database and cookie secret).",
+    ).tag(config=True)
+    build_env_passthrough = List(
+        Unicode(), list(DEFAULT_PASSTHROUGH),
+        help="Environment variables builds inherit (proxies, certificates, package indexes). Nothing else is passed.",
+    ).tag(config=True)  # fmt: skip
+
+    authenticate_metrics = Bool(
+        True, help="Require the custom:neurolibre:admin scope to read /metrics."
+    ).tag(config=True)
+
+    hub_version = Unicode(
+        help="The hub's version (environments get a matching jupyterhub). Default: asked from the hub."
+    ).tag(config=True)
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def initialize(self, argv=None) -> None:
+        super().initialize(argv)
+        if self.config_file and Path(self.config_file).exists():
+            self.load_config_file(self.config_file)
+            # the command line wins over the file
+            if self.cli_config:
+                self.update_config(self.cli_config)
+        logging.getLogger("neurolibre").setLevel(self.log_level)
+        self.log.name = "neurolibre"
+
+    @property
+    def builder_backend(self) -> str:
+        return self.builder
+
+    @property
+    def hub_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
+
+    def _secrets(self) -> list[str]:
+        secrets = [os.environ.get(k, "") for k in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")]
+        password = make_url(self.db_url).password
+        if password:
+            secrets.append(str(password))
+        return secrets
+
+    async def _ask_hub_version(self) -> str:
+        api = os.environ.get("JUPYTERHUB_API_URL")
+        if api:
+            try:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    r = await client.get(api.rstrip("/") + "/")
+                    return r.json()["version"]
+            except Exception as e:
+                self.log.warning("Could not ask the hub its version (%s); using ours", e)
+        return jupyterhub.__version__
+
+    async def setup(self) -> None:
+        data = Path(self.data_dir).resolve()
+        for sub in ("logs", "environments", "checkouts", "cache"):
+            (data / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)
+        self.db = Database(self.db_url)
+        if self.upgrade_db:
+            self.log.info("Migrating the database to the latest schema")
+            await self.db.upgrade()
+        self.metrics = Metrics()
+        self.logs = LogStore(data / "logs", Redactor(self._secrets()))
+        self.queue = JobQueue(self.db, self.logs, {}, concurrency=self.build_concurrency,
+                              time_limit=self.build_time_limit, max_attempts=self.max_attempts,
+                              metrics=self.metrics)  # fmt: skip
+        self.metrics.jobs_running.set_function(lambda: len(self.queue._tasks))
+        hidden = [data, *map(Path, self.sandbox_hidden_paths)]
+        url = make_url(self.db_url)
+        if url.drivername.startswith("sqlite") and url.database:
+            db_file = Path(url.database).resolve()
+            hidden += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")]
+        sandbox = Sandbox(self.sandbox, hidden=hidden, passthrough=self.build_env_passthrough)
+        sandbox.check()
+        self.builder_impl: Builder = BUILDERS[self.builder](
+            parent=self,
+            environments_dir=str(data / "environments"),
+            uv_cache_dir=str(data / "cache" / "uv"),
+            sandbox=sandbox,
+            hub_version=self.hub_version or await self._ask_hub_version(),
+        )
+        self.environments = EnvironmentManager(
+            self.db, self.queue, self.builder_impl,
+            policy=RepoPolicy(tuple(self.allowed_url_schemes), tuple(self.local_repository_roots)),
+            checkouts_dir=data / "checkouts",
+            machine_profiles=self.machine_profiles,
+            default_cpu=self.default_cpu_limit, default_memory=self.default_memory_limit,
+            max_cpu=self.max_cpu_limit,
+        )  # fmt: skip
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(share_path("templates"))),
+            autoescape=True,
+        )
+        settings = {
+            "neurolibre": self,
+            "static_path": str(share_path("static")),
+            "static_url_prefix": f"{self.base_url}static/",
+            "cookie_secret": os.urandom(32),
+            "login_url": f"{self.hub_prefix}login",
+            "log_function": self._log_request,
+        }
+        self.tornado_app = web.Application(routes(self.base_url), **settings)
+
+    def _log_request(self, handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING
+        if handler.request.path.endswith(("/api/health", "/metrics")) and status < 400:
+            level = logging.DEBUG
+        # the URI may carry ?token=...: log the path only
+        self.log.log(level, "%d %s %s %.1fms", status, handler.request.method,
+                     handler.request.path, 1000 * handler.request.request_time())  # fmt: skip
+
+    async def start_async(self) -> None:
+        await self.setup()
+        await self.queue.start()
+        self.server = HTTPServer(self.tornado_app, xheaders=True)
+        self.server.listen(self.port, self.ip)
+        self.log.info("NeuroLibre %s on http://%s:%s%s (builder: %s, sandbox: %s)", __version__,
+                      self.ip, self.port, self.base_url, self.builder, self.sandbox)  # fmt: skip
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.log.info("Stopping")
+        self.server.stop()
+        await self.queue.stop()
+        await self.db.close()
+
+    def start(self) -> None:
+        asyncio.run(self.start_async())
+
+
+main = NeuroLibre.launch_instance

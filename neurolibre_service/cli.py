@@ -1,0 +1,49 @@
+"""The `neurolibre` command: for operators (database) and for running the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .db.engine import upgrade
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    if args.db_url:
+        return args.db_url
+    from .app import NeuroLibre
+
+    app = NeuroLibre()
+    argv = [f"--config={args.config}"] if args.config else []
+    if args.data_dir:
+        argv.append(f"--data-dir={args.data_dir}")
+    app.initialize(argv)
+    return app.db_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from .app import NeuroLibre
+
+        NeuroLibre.launch_instance(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="neurolibre", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the service (options: see `neurolibre serve --help-all`)")
+    db = sub.add_parser("db", help="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="apply migrations up to the latest schema")
+    up.add_argument("--db-url", help="database URL (default: from the service's config)")
+    up.add_argument("--config", help="service config file (default: neurolibre_config.py)")
+    up.add_argument("--data-dir", help="the service's data directory")
+    up.add_argument("--revision", default="head")
+    args = parser.parse_args(argv)
+    if args.command == "db" and args.db_command == "upgrade":
+        upgrade(_db_url(args), args.revision)
+        print("database is at revision", args.revision)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The Builder interface: one per backend (local uv venvs, repo2docker, BinderHub).
+
+Backends only build; checkout, runtime detection, keys, reuse, locking, logging and SQL are
+shared (environments/manager.py), so no backend repeats another's bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from traitlets.config import LoggingConfigurable
+
+from .runtime import RuntimeFiles
+
+if TYPE_CHECKING:
+    from ..jobs import JobContext
+
+
+@dataclass(frozen=True)
+class BuiltRuntime:
+    location: str  # venv path, or image name
+    python_version: str | None = None
+    size_bytes: int | None = None
+
+
+class Builder(LoggingConfigurable):
+    backend = "base"
+
+    def recipe(self, runtime: RuntimeFiles) -> dict:
+        """Everything besides the runtime files that changes the result (hashed into the key).
+
+        Raises RuntimeError_ for runtimes this backend cannot build, before anything runs.
+        """
+        raise NotImplementedError
+
+    async def build(self, ctx: JobContext, runtime: RuntimeFiles, key: str) -> BuiltRuntime:
+        raise NotImplementedError
+
+    def exists(self, location: str) -> bool:
+        """Is a previously built runtime still usable (e.g. not deleted from disk)?"""
+        raise NotImplementedError
+
+    async def remove(self, location: str) -> None:
+        raise NotImplementedError

@@ -1,0 +1,208 @@
+"""The embedded default backend: a uv virtual environment per runtime, built without Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from traitlets import Instance, List, Unicode, default
+from uv import find_uv_bin
+
+from ..sandbox import Sandbox
+from .base import Builder, BuiltRuntime
+from .runtime import RuntimeError_, RuntimeFiles
+
+if TYPE_CHECKING:
+    from ..jobs import JobContext
+
+# runtime files that need conda, apt, R, Julia or a Dockerfile: not something a venv can be
+UNSUPPORTED = {
+    "environment.yml": "a conda environment",
+    "environment.yaml": "a conda environment",
+    "Dockerfile": "a Dockerfile",
+    "apt.txt": "system packages (apt.txt)",
+    "postBuild": "a postBuild script",
+    "start": "a start script",
+    "install.R": "R packages (install.R)",
+    "DESCRIPTION": "an R package (DESCRIPTION)",
+    "Project.toml": "a Julia environment (Project.toml)",
+    "REQUIRE": "a Julia environment (REQUIRE)",
+    "Pipfile": "a Pipfile",
+    "Pipfile.lock": "a Pipfile",
+    "setup.py": "installing the repository itself (setup.py)",
+}
+RUNTIME_TXT = re.compile(r"python-(\d+\.\d+)(\.\d+)?")
+MARKER = ".neurolibre-complete"
+
+
+def _local_requirement(line: str) -> bool:
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return False
+    if line.startswith(("-e", "--editable", ".", "/", "~")) or "file:" in line:
+        return True
+    return line.startswith(("-r", "-c", "--requirement", "--constraint")) and (
+        ".." in line or "/" in line.split(None, 1)[-1][:1]
+    )
+
+
+class LocalBuilder(Builder):
+    backend = "local"
+
+    environments_dir = Unicode(help="Where the virtual environments live (set by the service).")
+    uv_cache_dir = Unicode(help="uv's package cache, shared by builds (set by the service).")
+    sandbox = Instance(Sandbox, help="How build steps are confined (set by the service).")
+    hub_version = Unicode(help="The hub's version: environments get a matching singleuser server.")
+
+    default_python = Unicode(
+        help="Python version (X.Y) for repositories without runtime.txt. Default: the service's."
+    ).tag(config=True)
+
+    @default("default_python")
+    def _default_python(self) -> str:
+        return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    server_packages = List(
+        Unicode(),
+        help="""Packages every environment gets so a hub server can run in it.
+        `{hub_version}` is replaced by the hub's version.""",
+    ).tag(config=True)
+
+    @default("server_packages")
+    def _default_server_packages(self) -> list[str]:
+        return ["jupyterhub=={hub_version}", "ipykernel", "jupyterlab"]
+
+    @property
+    def uv(self) -> str:
+        return find_uv_bin()
+
+    def _packages(self) -> list[str]:
+        return [p.format(hub_version=self.hub_version) for p in self.server_packages]
+
+    def _python(self, runtime: RuntimeFiles) -> str:
+        text = runtime.text("runtime.txt")
+        if text is None:
+            return self.default_python
+        value = text.strip()
+        m = RUNTIME_TXT.fullmatch(value)
+        if not m:
+            raise RuntimeError_(
+                f"runtime.txt says {value!r}: the local builder understands only python-X.Y "
+                "(e.g. python-3.11). Other runtimes need the docker or binderhub backend."
+            )
+        return m.group(1)
+
+    async def recipe(self, runtime: RuntimeFiles) -> dict:
+        where = "binder/" if runtime.label == "binder" else ""
+        for name, what in UNSUPPORTED.items():
+            if name in runtime.files:
+                raise RuntimeError_(
+                    f"{where}{name} asks for {what}, which the local builder cannot provide "
+                    "(it makes Python virtual environments from requirements.txt only). Ask "
+                    "the operator to build with the docker backend (repo2docker) or a BinderHub "
+                    "(c.NeuroLibre.builder = 'docker' or 'binderhub'), or use requirements.txt."
+                )
+        for n, line in enumerate((runtime.text("requirements.txt") or "").splitlines(), 1):
+            if _local_requirement(line):
+                raise RuntimeError_(
+                    f"{where}requirements.txt line {n} ({line.strip()!r}) installs from a local "
+                    "path, which the local builder does not support: list packages from PyPI "
+                    "or a Git URL instead."
+                )
+        python = self._python(runtime)
+        found = await self._find_python(python)
+        if found is None:
+            raise RuntimeError_(
+                f"runtime.txt asks for Python {python}, which this machine does not have "
+                f"(the service runs {self.default_python}). Use python-{self.default_python}, "
+                "or ask the operator to install it or to use the docker or binderhub backend."
+            )
+        return {"backend": self.backend, "recipe": 1, "python": python,
+                "server_packages": self._packages()}  # fmt: skip
+
+    async def _find_python(self, version: str) -> str | None:
+        proc = await asyncio.create_subprocess_exec(
+            self.uv, "python", "find", "--no-project", version,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={"PATH": os.environ.get("PATH", ""), "UV_PYTHON_DOWNLOADS": "never",
+                 "HOME": os.environ.get("HOME", "/tmp")},
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        return out.decode().strip() or None if proc.returncode == 0 else None
+
+    def location(self, key: str) -> Path:
+        return Path(self.environments_dir) / key
+
+    def exists(self, location: str) -> bool:
+        return (Path(location) / MARKER).is_file()
+
+    async def remove(self, location: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, location, True)
+
+    async def build(self, ctx: JobContext, runtime: RuntimeFiles, key: str) -> BuiltRuntime:
+        from ..jobs import JobFailed
+
+        recipe = await self.recipe(runtime)
+        python = await self._find_python(recipe["python"])
+        env_dir = self.location(key)
+        if env_dir.exists():
+            ctx.say(f"Removing an unfinished environment at {env_dir}")
+            await self.remove(str(env_dir))
+        cache = Path(self.uv_cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        env = self.sandbox.env(
+            extra={
+                "UV_CACHE_DIR": str(cache),
+                "UV_PYTHON_DOWNLOADS": "never",
+                "UV_NO_PROGRESS": "1",
+                # copies, not hard links: an environment must not share inodes with the
+                # cache that later (untrusted) builds can write to
+                "UV_LINK_MODE": "copy",
+                "NO_COLOR": "1",
+            }
+        )
+        sandbox_args = {"writable": [env_dir, cache], "readable": [runtime.directory],
+                        "cwd": runtime.directory}  # fmt: skip
+        if self.sandbox.kind == "bwrap":
+            ctx.say("Build steps run confined (bubblewrap): read-only system, "
+                    "writes only to the environment and the package cache.")  # fmt: skip
+        else:
+            ctx.say("!! Build steps run unconfined (sandbox = 'none').")
+
+        await ctx.stage("creating environment")
+        argv = [self.uv, "venv", "--no-project", "--python", python, str(env_dir)]
+        if await ctx.run(self.sandbox.wrap(argv, **sandbox_args), cwd=runtime.directory, env=env):
+            raise JobFailed(f"Creating the virtual environment with Python {python} failed.")
+
+        await ctx.stage("installing packages")
+        argv = [self.uv, "pip", "install", "--python", str(env_dir / "bin" / "python")]
+        if "requirements.txt" in runtime.files:
+            argv += ["-r", "requirements.txt"]
+        argv += self._packages()
+        if await ctx.run(self.sandbox.wrap(argv, **sandbox_args), cwd=runtime.directory, env=env):
+            raise JobFailed(
+                "Installing packages failed: see the log above for the package that did not "
+                "install or resolve, and fix requirements.txt."
+            )
+        if not (env_dir / "bin" / "jupyterhub-singleuser").exists():
+            raise JobFailed("The environment has no jupyterhub-singleuser after installing.")
+        (env_dir / MARKER).write_text(key + "\n")
+        size = await asyncio.to_thread(_du, env_dir)
+        ctx.say(f"Environment ready: {env_dir} ({size / 1e6:.0f} MB)")
+        return BuiltRuntime(str(env_dir), recipe["python"], size)
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total

@@ -1,0 +1,140 @@
+"""Handler base classes: hub OAuth identity, roles from scopes, JSON errors, metrics."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
+from tornado import web
+
+from .. import ADMIN_SCOPE
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..app import NeuroLibre
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    #: handlers that anyone may call (health, openapi) skip the hub look-up
+    public = False
+
+    @property
+    def nl(self) -> NeuroLibre:
+        return self.settings["neurolibre"]
+
+    async def prepare(self) -> None:
+        self._forbidden = None
+        self._hub_auth_user_cache = None
+        if self.public:
+            return
+        # HubOAuth checks XSRF for cookie-authenticated writes here: a forged POST
+        # gets no user, so it is refused like an anonymous one.
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                self._hub_auth_user_cache = self.check_hub_user(model)
+            except UserNotAllowed:
+                self._forbidden = model.get("name")
+
+    @property
+    def user_name(self) -> str:
+        return self.current_user["name"]
+
+    @property
+    def is_admin(self) -> bool:
+        user = self.current_user
+        return bool(user) and ADMIN_SCOPE in user.get("scopes", ())
+
+    def on_finish(self) -> None:
+        handler = type(self).__name__
+        self.nl.metrics.requests.labels(
+            method=self.request.method, handler=handler, code=str(self.get_status())
+        ).observe(self.request.request_time())
+
+    def render_template(self, name: str, **ns: Any) -> None:
+        ns.update(
+            base_url=self.nl.base_url,
+            static_url=self.static_url,
+            user=self.current_user,
+            is_admin=self.is_admin,
+            xsrf_token=self.xsrf_token.decode("ascii"),
+            hub_url=self.nl.hub_prefix,
+        )
+        self.finish(self.nl.templates.get_template(name).render(**ns))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, UserError):
+            return
+        super().log_exception(typ, value, tb)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, UserError):
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = _message(status_code, exc)
+        self.render_template("error.html", status_code=status_code, message=message)
+
+
+class APIHandler(BaseHandler):
+    def get_login_url(self) -> str:
+        # an API answers, it does not redirect a script to a login page
+        raise web.HTTPError(403)
+
+    def require_user(self) -> dict:
+        if self.current_user is None:
+            if self._forbidden:
+                raise web.HTTPError(
+                    403, f"{self._forbidden} may not use this service (missing scope "
+                    "access:services!service=neurolibre)."
+                )  # fmt: skip
+            raise web.HTTPError(
+                403, "Authentication required: log in through the hub, or send "
+                "'Authorization: token <hub API token>'. Cookie-authenticated writes need "
+                "the X-XSRFToken header."
+            )  # fmt: skip
+        return self.current_user
+
+    def require_admin(self) -> dict:
+        user = self.require_user()
+        if not self.is_admin:
+            raise web.HTTPError(403, f"This needs the {ADMIN_SCOPE} scope.")
+        return user
+
+    def body(self) -> dict:
+        ctype = self.request.headers.get("Content-Type", "")
+        if ctype.startswith("application/json"):
+            try:
+                data = json.loads(self.request.body or b"{}")
+            except ValueError:
+                raise UserError("The request body is not valid JSON.") from None
+            if not isinstance(data, dict):
+                raise UserError("The request body must be a JSON object.")
+            return data
+        return {k: self.get_body_argument(k) for k in self.request.body_arguments}
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"status": status_code, "message": _message(status_code, exc)}))
+
+
+def _message(status_code: int, exc: BaseException | None) -> str:
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, web.HTTPError) and exc.log_message:
+        return exc.log_message % exc.args if exc.args else exc.log_message
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,64 @@
+"""Environments: the page and the JSON API (list, create, get, delete, rebuild, cancel)."""
+
+from __future__ import annotations
+
+from tornado import web
+
+from .base import APIHandler, BaseHandler
+
+
+class EnvironmentsPage(BaseHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        envs = await self.nl.environments.list(self.user_name, self.is_admin)
+        self.render_template(
+            "environments.html",
+            environments=envs,
+            profiles=self.nl.machine_profiles,
+            default_cpu=self.nl.default_cpu_limit,
+            default_memory=self.nl.default_memory_limit,
+        )
+
+
+class EnvironmentsAPI(APIHandler):
+    async def get(self) -> None:
+        user = self.require_user()
+        self.write_json(await self.nl.environments.list(user["name"], self.is_admin))
+
+    async def post(self) -> None:
+        user = self.require_user()
+        body = self.body()
+        env = await self.nl.environments.create(
+            user["name"],
+            name=str(body.get("name", "")),
+            repository=str(body.get("repository", "")),
+            ref=str(body.get("ref") or "HEAD"),
+            profile=body.get("profile") or None,
+            cpu_limit=body.get("cpu_limit"),
+            mem_limit=body.get("mem_limit"),
+        )
+        self.set_header("Location", f"{self.nl.base_url}api/environments/{env['id']}")
+        self.write_json(env, status=201)
+
+
+class EnvironmentAPI(APIHandler):
+    async def get(self, env_id: str) -> None:
+        user = self.require_user()
+        env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
+        self.write_json(self.nl.environments.to_dict(env, job))
+
+    async def delete(self, env_id: str) -> None:
+        user = self.require_user()
+        await self.nl.environments.delete(int(env_id), user["name"], self.is_admin)
+        self.set_status(204)
+        self.finish()
+
+
+class EnvironmentActionAPI(APIHandler):
+    async def post(self, env_id: str, action: str) -> None:
+        user = self.require_user()
+        envs = self.nl.environments
+        if action == "rebuild":
+            self.write_json(await envs.rebuild(int(env_id), user["name"], self.is_admin), 202)
+        else:
+            self.write_json(await envs.cancel(int(env_id), user["name"], self.is_admin))

@@ -1,0 +1,91 @@
+"""Job logs over HTTP: plain text, or server-sent events resumable with Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tornado.iostream import StreamClosedError
+
+from ..logs import LogEnd, LogLine, LogStatus, read_lines
+from .base import APIHandler
+
+KEEPALIVE_SECONDS = 15.0
+
+
+class EnvironmentLogAPI(APIHandler):
+    async def get(self, env_id: str) -> None:
+        user = self.require_user()
+        _env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
+        if job is None:
+            self.set_status(404)
+            self.write_json({"status": 404, "message": "This environment has no build yet."}, 404)
+            return
+        await self.send_log(self.nl.queue.log_key(job.id),
+                            job.status.value if job.status.finished else None)  # fmt: skip
+
+    async def send_log(self, key: str, finished: str | None) -> None:
+        accept = self.request.headers.get("Accept", "")
+        if "text/event-stream" not in accept:
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.set_header("Cache-Control", "no-store")
+            path = self.nl.logs.path(key)
+            for line in read_lines(path):
+                self.write(line.text + "\n")
+            self.finish()
+            return
+        await self.stream(key, finished)
+
+    def _last_event_id(self) -> int:
+        raw = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", "0")
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            return 0
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+        pending = getattr(self, "_pending", None)
+        if pending is not None:
+            pending.cancel()
+
+    async def stream(self, key: str, finished: str | None) -> None:
+        self._closed = False
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        gauge = self.nl.metrics.log_subscribers
+        gauge.inc()
+        events = self.nl.logs.follow(key, self._last_event_id(), finished)
+        try:
+            # tell the client how soon to reconnect if the connection drops
+            self.write("retry: 2000\n\n")
+            await self.flush()
+            while not self._closed:
+                self._pending = asyncio.ensure_future(anext(events))
+                while True:
+                    done, _ = await asyncio.wait({self._pending}, timeout=KEEPALIVE_SECONDS)
+                    if done:
+                        break
+                    self.write(": keep-alive\n\n")
+                    await self.flush()
+                try:
+                    item = self._pending.result()
+                except (StopAsyncIteration, asyncio.CancelledError):
+                    break
+                if isinstance(item, LogLine):
+                    self.write(f"id: {item.id}\ndata: {item.text}\n\n")
+                elif isinstance(item, LogStatus):
+                    self.write(f"event: status\ndata: {json.dumps(item.data)}\n\n")
+                elif isinstance(item, LogEnd):
+                    self.write(f"event: end\ndata: {json.dumps({'status': item.status})}\n\n")
+                    await self.flush()
+                    break
+                await self.flush()
+        except StreamClosedError:
+            pass
+        finally:
+            gauge.dec()
+            await events.aclose()
+        if not self._closed:
+            self.finish()

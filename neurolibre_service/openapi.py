@@ -1,0 +1,177 @@
+"""The OpenAPI 3.1 description of the JSON API (served at api/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ENV = {"$ref": "#/components/schemas/Environment"}
+
+
+def _resp(desc: str, schema: dict | None = None, ctype: str = "application/json") -> dict:
+    r: dict[str, Any] = {"description": desc}
+    if schema is not None:
+        r["content"] = {ctype: {"schema": schema}}
+    return r
+
+
+_ERRORS = {
+    "403": _resp("Not authenticated, or not allowed", _ERROR),
+    "404": _resp("No such environment (or not yours)", _ERROR),
+}
+_ENV_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+
+
+def openapi_document(base_url: str) -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "NeuroLibre service API",
+            "version": "1",
+            "description": (
+                "Authenticate with the hub: a browser session (writes need the X-XSRFToken "
+                "header) or 'Authorization: token <hub API token>'. Users see their own "
+                "environments; the custom:neurolibre:admin scope sees all."
+            ),
+        },
+        "servers": [{"url": base_url.rstrip("/")}],
+        "components": {
+            "securitySchemes": {
+                "hubToken": {"type": "apiKey", "in": "header", "name": "Authorization"}
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["status", "message"],
+                    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+                },
+                "NewEnvironment": {
+                    "type": "object",
+                    "required": ["name", "repository"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                        "repository": {"type": "string", "description": "https:// Git URL"},
+                        "ref": {"type": "string", "default": "HEAD"},
+                        "profile": {"type": ["string", "null"]},
+                        "cpu_limit": {"type": ["number", "null"]},
+                        "mem_limit": {"type": ["string", "null"], "examples": ["2G"]},
+                    },
+                },
+                "Environment": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "name": {"type": "string"},
+                        "owner": {"type": "string"},
+                        "repository": {"type": "string"},
+                        "ref": {"type": "string"},
+                        "commit": {"type": ["string", "null"]},
+                        "status": {
+                            "enum": ["new", "queued", "building", "ready", "failed", "cancelled"]
+                        },
+                        "stage": {"type": ["string", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "profile": {"type": ["string", "null"]},
+                        "cpu_limit": {"type": ["number", "null"]},
+                        "mem_limit": {"type": ["string", "null"]},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "runtime": {"type": ["object", "null"]},
+                        "job": {"type": ["object", "null"]},
+                    },
+                },
+            },
+        },
+        "security": [{"hubToken": []}],
+        "paths": {
+            "/api/health": {
+                "get": {
+                    "summary": "Service health (no authentication)",
+                    "security": [],
+                    "responses": {"200": _resp("Healthy"), "503": _resp("Database unreachable")},
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _resp("OpenAPI document")},
+                }
+            },
+            "/api/environments": {
+                "get": {
+                    "summary": "List environments (yours; all for admins)",
+                    "responses": {
+                        "200": _resp("Environments", {"type": "array", "items": _ENV}),
+                        "403": _ERRORS["403"],
+                    },
+                },
+                "post": {
+                    "summary": "Add an environment and queue its build",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/NewEnvironment"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _resp("Created; its build is queued", _ENV),
+                        "400": _resp("Bad name, URL, ref or limits", _ERROR),
+                        "403": _ERRORS["403"],
+                        "409": _resp("Name already used", _ERROR),
+                    },
+                },
+            },
+            "/api/environments/{id}": {
+                "parameters": _ENV_ID,
+                "get": {"summary": "One environment", "responses": {"200": _resp("", _ENV), **_ERRORS}},
+                "delete": {
+                    "summary": "Delete (cancels its build; removes its runtime if unused)",
+                    "responses": {"204": _resp("Deleted"), **_ERRORS},
+                },
+            },
+            "/api/environments/{id}/rebuild": {
+                "parameters": _ENV_ID,
+                "post": {
+                    "summary": "Resolve the ref again and rebuild (reuses identical runtimes)",
+                    "responses": {"202": _resp("Queued", _ENV), "409": _resp("Busy", _ERROR), **_ERRORS},
+                },
+            },
+            "/api/environments/{id}/cancel": {
+                "parameters": _ENV_ID,
+                "post": {
+                    "summary": "Cancel the queued or running build",
+                    "responses": {"200": _resp("Cancelled", _ENV), "409": _resp("Nothing to cancel", _ERROR), **_ERRORS},
+                },
+            },
+            "/api/environments/{id}/log": {
+                "parameters": [
+                    *_ENV_ID,
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"},
+                     "description": "Resume after this line (server-sent events)"},
+                ],
+                "get": {
+                    "summary": "Build log of the latest build",
+                    "description": (
+                        "Plain text, or server-sent events with Accept: text/event-stream: one "
+                        "event per line (id = line number), 'status' events while it runs, and "
+                        "an 'end' event with the final status."
+                    ),
+                    "responses": {
+                        "200": {
+                            "description": "The log",
+                            "content": {"text/plain": {}, "text/event-stream": {}},
+                        },
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (custom:neurolibre:admin unless configured open)",
+                    "responses": {"200": _resp("Metrics", None), "403": _ERRORS["403"]},
+                }
+            },
+        },
+    }  # fmt: skip

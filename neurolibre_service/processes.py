@@ -1,0 +1,113 @@
+"""Child processes: line-by-line output, whole-tree kill, and no orphans if we die."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # if the service dies (even SIGKILL), the kernel kills this child
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_time(pid: int) -> int | None:
+    """Process start time in clock ticks since boot; with the pid it identifies a process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def kill_tree(pid: int, expected_start: int | None = None) -> bool:
+    """SIGKILL a process, its process group and every descendant.
+
+    With `expected_start`, only if the pid still names the process we started (pids are reused).
+    Returns whether anything was killed.
+    """
+    if expected_start is not None and start_time(pid) != expected_start:
+        return False
+    children = _children_map()
+    victims, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        victims.append(p)
+        stack.extend(children.get(p, []))
+    killed = False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        killed = True
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+async def run_streaming(
+    argv: Sequence[str],
+    *,
+    on_line: Callable[[str], None],
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    on_start: Callable[[int, int | None], Awaitable[None]] | None = None,
+) -> int:
+    """Run argv, feeding each output line (stdout and stderr merged) to on_line.
+
+    Cancelling the awaiting task kills the whole process tree before re-raising.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        if on_start is not None:
+            await on_start(proc.pid, start_time(proc.pid))
+        buf = b""
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                on_line(raw.decode("utf-8", "replace"))
+        if buf:
+            on_line(buf.decode("utf-8", "replace"))
+        return await proc.wait()
+    except BaseException:
+        if proc.returncode is None:
+            kill_tree(proc.pid)
+            await proc.wait()
+        raise

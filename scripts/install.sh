@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what the service needs on Debian (Python 3.11+): system packages, the hub's proxy,
+# and a virtual environment in .venv with this project. EXTRAS=test adds the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+apt_packages=(${APT_PACKAGES:-})
+command -v git >/dev/null || apt_packages+=(git)
+command -v bwrap >/dev/null || apt_packages+=(bubblewrap)
+command -v npm >/dev/null || apt_packages+=(npm)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> apt-get install ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+if ! command -v configurable-http-proxy >/dev/null; then
+  echo "==> npm install -g configurable-http-proxy"
+  $SUDO npm install -g --silent configurable-http-proxy@5
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check uv
+extras=${EXTRAS:+[$EXTRAS]}
+echo "==> installing neurolibre-service${extras} into .venv"
+.venv/bin/uv pip install -q --python .venv/bin/python -e ".${extras}"
