@@ -35,16 +35,19 @@ c.Authenticator.admin_users = {"admin"}
 c.JupyterHub.spawner_class = "simple"
 c.JupyterHub.allow_named_servers = True
 
-service_args = [
-    sys.executable, "-m", "neurolibre_service",
-    f"--data-dir={DATA / 'neurolibre'}",
+service_options = {
+    "data_dir": str(DATA / "neurolibre"),
     # builds may not read the hub's database and cookie secret either
-    f"--NeuroLibre.sandbox_hidden_paths={[str(DATA)]!r}",
-    f"--NeuroLibre.local_repository_roots={[str(DATA / 'examples')]!r}",
-    f"--NeuroLibre.build_time_limit={os.environ.get('NEUROLIBRE_TIME_LIMIT', '1800')}",
-]  # fmt: skip
-if os.environ.get("NEUROLIBRE_EXTRA_ARGS"):
-    service_args += os.environ["NEUROLIBRE_EXTRA_ARGS"].split("\n")
+    "sandbox_hidden_paths": repr([str(DATA)]),
+    "local_repository_roots": repr([str(DATA / "examples")]),
+}
+# deployments and tests override options with lines of --NeuroLibre.name=value
+for line in os.environ.get("NEUROLIBRE_EXTRA_ARGS", "").splitlines():
+    name, _, value = line.removeprefix("--NeuroLibre.").partition("=")
+    if name:
+        service_options[name] = value
+service_args = [sys.executable, "-m", "neurolibre_service"]
+service_args += [f"--NeuroLibre.{k}={v}" for k, v in service_options.items()]
 
 c.JupyterHub.services = [
     {

@@ -149,6 +149,12 @@ class NeuroLibre(Application):
         help="Environment variables builds inherit (proxies, certificates, package indexes). Nothing else is passed.",
     ).tag(config=True)  # fmt: skip
 
+    build_environment = Dict(
+        value_trait=Unicode(),
+        help="""Extra environment variables for builds, e.g. a package mirror:
+        {"UV_DEFAULT_INDEX": "https://pypi.example.org/simple"}. Visible to build code: no secrets.""",
+    ).tag(config=True)
+
     authenticate_metrics = Bool(
         True, help="Require the custom:neurolibre:admin scope to read /metrics."
     ).tag(config=True)
@@ -215,7 +221,8 @@ class NeuroLibre(Application):
         if url.drivername.startswith("sqlite") and url.database:
             db_file = Path(url.database).resolve()
             hidden += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")]
-        sandbox = Sandbox(self.sandbox, hidden=hidden, passthrough=self.build_env_passthrough)
+        sandbox = Sandbox(self.sandbox, hidden=hidden, passthrough=self.build_env_passthrough,
+                          extra_env=dict(self.build_environment))  # fmt: skip
         sandbox.check()
         self.builder_impl: Builder = BUILDERS[self.builder](
             parent=self,

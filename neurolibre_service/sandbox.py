@@ -93,8 +93,10 @@ class Sandbox:
             "--proc", "/proc",
             "--tmpfs", "/tmp",
         ]  # fmt: skip
-        for p in self.hidden:
-            p = Path(p).resolve()
+        hidden = [Path(p).resolve() for p in self.hidden]
+        for p in hidden:
+            if any(h in p.parents for h in hidden):
+                continue  # already inside a hidden directory
             if p.is_dir():
                 cmd += ["--tmpfs", str(p)]
             elif p.exists():

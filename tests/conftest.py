@@ -1,0 +1,149 @@
+"""Fixtures: a real JupyterHub with the service, a local package index, Git repositories."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .support.hub import Hub, service_config_args
+from .support.pkgindex import PackageIndex, cache_dir, server_wheels
+from .support.repos import make_repo
+
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(what: str, present: bool) -> None:
+    """A missing part skips on a laptop, and fails under CI=true (the setup must provide it)."""
+    if present:
+        return
+    if CI:
+        pytest.fail(f"{what} is missing, and CI=true: the test setup must install it")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="session")
+def pkg_index(tmp_path_factory) -> PackageIndex:
+    need("configurable-http-proxy", bool(shutil.which("configurable-http-proxy")))
+    index = PackageIndex([server_wheels(cache_dir())])
+    index.sdists = tmp_path_factory.mktemp("sdists")
+    yield index
+    index.close()
+
+
+@pytest.fixture(scope="session")
+def repos_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("repos")
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def new_repo(repos_root):
+    """new_repo(files) -> (path, sha): a fresh repository under the allowed root."""
+
+    def make(files: dict[str, str], branch: str = "main") -> tuple[Path, str]:
+        path = repos_root / f"repo{next(_names)}"
+        return path, make_repo(path, files, branch)
+
+    return make
+
+
+def hub_args(pkg_index: PackageIndex, repos_root: Path, **traits) -> list[str]:
+    base = {
+        "local_repository_roots": [str(repos_root)],
+        "build_environment": {"UV_DEFAULT_INDEX": pkg_index.url},
+        "build_concurrency": 2,
+        "build_time_limit": 900,
+    }
+    base.update(traits)
+    return service_config_args(**base)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, pkg_index, repos_root) -> Hub:
+    need("bubblewrap", bool(shutil.which("bwrap")))
+    h = Hub(tmp_path_factory.mktemp("hubs"), service_args=hub_args(pkg_index, repos_root))
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def start_hub(tmp_path, pkg_index, repos_root):
+    """Start another hub with other service settings (time limits, databases)."""
+    hubs: list[Hub] = []
+
+    def start(name: str = "hub", **traits) -> Hub:
+        need("bubblewrap", bool(shutil.which("bwrap")))
+        h = Hub(tmp_path, name=name, service_args=hub_args(pkg_index, repos_root, **traits))
+        h.start()
+        hubs.append(h)
+        return h
+
+    yield start
+    for h in hubs:
+        h.stop()
+
+
+@pytest.fixture
+async def alice(hub):
+    async with hub.token_client("alice") as c:
+        yield c
+
+
+async def follow(client: httpx.AsyncClient, env_id: int, last_event_id: int = 0,
+                 limit: int | None = None, timeout: float = 600) -> tuple[list[tuple[int, str]], str | None]:  # fmt: skip
+    """Read an environment's log as server-sent events: ([(id, line)], end status or None)."""
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = str(last_event_id)
+    lines: list[tuple[int, str]] = []
+    event: dict[str, str] = {}
+    async with client.stream("GET", f"environments/{env_id}/log", headers=headers,
+                             timeout=timeout) as r:  # fmt: skip
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        async for raw in r.aiter_lines():
+            if raw:
+                key, _, value = raw.partition(":")
+                event[key] = value[1:] if value.startswith(" ") else value
+                continue
+            if "data" in event and event.get("event", "message") == "message":
+                lines.append((int(event["id"]), event["data"]))
+                if limit and len(lines) >= limit:
+                    return lines, None
+            elif event.get("event") == "end":
+                return lines, json.loads(event["data"])["status"]
+            event = {}
+    return lines, None
+
+
+async def build(client: httpx.AsyncClient, name: str, repo: Path | str, ref: str = "main",
+                **extra) -> tuple[dict, list[str]]:  # fmt: skip
+    """Add an environment, follow its build to the end; returns (environment, log lines)."""
+    r = await client.post("environments", json={"name": name, "repository": str(repo),
+                                                "ref": ref, **extra})  # fmt: skip
+    assert r.status_code == 201, r.text
+    env = r.json()
+    lines, status = await follow(client, env["id"])
+    assert status is not None
+    r = await client.get(f"environments/{env['id']}")
+    return r.json(), [text for _, text in lines]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from .support.postgres import Postgres, pg_bin
+
+    need("PostgreSQL server (Debian package postgresql)", pg_bin() is not None)
+    pg = Postgres()
+    pg.start()
+    yield pg
+    pg.stop()
