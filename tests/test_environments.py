@@ -43,7 +43,10 @@ def slow_package(pkg_index, name: str, seconds: float, marker: str) -> str:
     """A package whose build (setup.py) starts a child process and takes a while."""
     return pkg_index.add_sdist(pkg_index.sdists, name, "1.0", f"""
         import subprocess, sys, time
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)", {marker!r}])
+        # a child that outlives setup.py (its output detached, so uv need not wait for it)
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)", {marker!r}],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
         time.sleep({seconds})
     """)  # fmt: skip
 

@@ -118,7 +118,7 @@ class Hub:
         self.log_file.close()
 
     def service_pid(self) -> int | None:
-        marker = f"--data-dir={self.service_data}".encode()
+        marker = f"--NeuroLibre.data_dir={self.service_data}".encode()
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
