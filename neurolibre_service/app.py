@@ -40,6 +40,8 @@ class NeuroLibre(Application):
     version = __version__
     description = "Living preprints: a JupyterHub service that builds and serves executable papers."
 
+    classes = list(BUILDERS.values())
+
     aliases = {
         "ip": "NeuroLibre.ip",
         "port": "NeuroLibre.port",
