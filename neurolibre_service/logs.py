@@ -153,40 +153,51 @@ class LogStore:
         self.path(key).unlink(missing_ok=True)
 
     async def follow(
-        self, key: str, after: int, finished: str | None = None
-    ) -> AsyncIterator[LogLine | LogStatus | LogEnd]:
-        """Lines after `after`, then live lines until the log ends.
+        self, key: str, after: int, finished: str | None = None, chunk: int = 1000
+    ) -> AsyncIterator[list[LogLine | LogStatus | LogEnd]]:
+        """Batches of lines after `after`, then of live lines, until the log ends.
 
-        `finished` is the job's final status when the caller learned from the database that it
-        already ended (perhaps before this process started): the stream ends once the file is
-        read. Otherwise the channel's close ends it.
+        A batch holds what is available without waiting, so a burst of lines costs one write
+        to the client, not one per line. `finished` is the job's final status when the caller
+        learned from the database that it already ended (perhaps before this process started):
+        the stream ends once the file is read. Otherwise the channel's close ends it.
         """
         ch = self.channel(key)
         q: asyncio.Queue = asyncio.Queue()
         ch.subscribers.add(q)
         try:
             last = after
+            batch: list = []
             for line in read_lines(ch.path, after):
                 last = line.id
-                yield line
+                batch.append(line)
+                if len(batch) >= chunk:
+                    yield batch
+                    batch = []
             end = ch.closed or (LogEnd(finished) if finished else None)
             if end is not None:
-                yield end
+                yield [*batch, end]
                 return
+            if batch:
+                yield batch
             while True:
-                item = await q.get()
-                if isinstance(item, LogLine):
-                    if item.id <= last:
-                        continue
-                    if item.id > last + 1:
-                        # should not happen; fill from the file rather than skip
-                        for line in read_lines(ch.path, last):
-                            if line.id >= item.id:
-                                break
-                            yield line
-                    last = item.id
-                yield item
-                if isinstance(item, LogEnd):
-                    return
+                items = [await q.get()]
+                while not q.empty() and len(items) < chunk:
+                    items.append(q.get_nowait())
+                batch = []
+                for item in items:
+                    if isinstance(item, LogLine):
+                        if item.id <= last:
+                            continue  # already read from the file
+                        if item.id > last + 1:
+                            # should not happen; fill from the file rather than skip
+                            batch += [x for x in read_lines(ch.path, last) if x.id < item.id]
+                        last = item.id
+                    batch.append(item)
+                    if isinstance(item, LogEnd):
+                        yield batch
+                        return
+                if batch:
+                    yield batch
         finally:
             ch.subscribers.discard(q)

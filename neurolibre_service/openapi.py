@@ -99,7 +99,12 @@ def openapi_document(base_url: str) -> dict:
             },
             "/api/environments": {
                 "get": {
-                    "summary": "List environments (yours; all for admins)",
+                    "summary": "List environments (yours; all for admins), newest first",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}},
+                    ],
+                    "description": "X-Total-Count gives the number in all; a Link header (rel=next) the next page.",
                     "responses": {
                         "200": _resp("Environments", {"type": "array", "items": _ENV}),
                         "403": _ERRORS["403"],

@@ -136,3 +136,20 @@ async def test_api_tokens_need_no_xsrf_token(hub, alice, new_repo):
     r = await alice.post("environments", json={"name": "by-token", "repository": str(repo)})
     assert r.status_code == 201
     assert r.headers["location"].endswith(f"/api/environments/{r.json()['id']}")
+
+
+async def test_long_lists_come_in_pages(hub, new_repo):
+    repo, _ = new_repo({"binder/apt.txt": "x\n"})
+    async with hub.token_client("dave") as dave:
+        for i in range(3):
+            r = await dave.post("environments", json={"name": f"page-{i}", "repository": str(repo)})
+            assert r.status_code == 201
+        first = await dave.get("environments", params={"limit": 2})
+        total = int(first.headers["x-total-count"])
+        assert len(first.json()) == 2
+        assert [e["name"] for e in first.json()][:2] == ["page-2", "page-1"]  # newest first
+        assert 'rel="next"' in first.headers["link"]
+        rest = await dave.get("environments", params={"limit": 2, "offset": 2})
+        assert len(first.json()) + len(rest.json()) == min(total, 4)
+        bad = await dave.get("environments", params={"limit": 0})
+        assert bad.status_code == 400

@@ -42,8 +42,8 @@ async def test_a_follower_gets_the_file_then_live_lines_then_the_end(tmp_path):
     got: list = []
 
     async def reader():
-        async for item in store.follow("job-3", after=1):
-            got.append(item)
+        async for batch in store.follow("job-3", after=1):
+            got.extend(batch)
 
     task = asyncio.create_task(reader())
     await asyncio.sleep(0.05)
@@ -53,7 +53,8 @@ async def test_a_follower_gets_the_file_then_live_lines_then_the_end(tmp_path):
     assert got == [LogLine(2, "line 1"), LogLine(3, "line 2"), LogLine(4, "line 3"),
                    LogEnd("succeeded")]  # fmt: skip
     # after a restart (a new store), a finished log still ends
-    again = [i async for i in LogStore(tmp_path, Redactor()).follow("job-3", 3, "succeeded")]
+    again = [i async for b in LogStore(tmp_path, Redactor()).follow("job-3", 3, "succeeded")
+             for i in b]  # fmt: skip
     assert again == [LogLine(4, "line 3"), LogEnd("succeeded")]
 
 

@@ -59,13 +59,15 @@ class EnvironmentManager:
         )
         return select(Environment, Job).outerjoin(Job, Job.id == latest)
 
-    async def list(self, user: str, admin: bool) -> list[dict]:
-        stmt = self._listing().order_by(Environment.id)
-        if not admin:
-            stmt = stmt.where(Environment.owner == user)
+    async def list(self, user: str, admin: bool, *, limit: int = 100,
+                   offset: int = 0) -> tuple[list[dict], int]:  # fmt: skip
+        """One page of environments, newest first, and how many there are in all."""
+        mine = [] if admin else [Environment.owner == user]
+        stmt = self._listing().where(*mine).order_by(Environment.id.desc())
         async with self.db.session() as s:
-            rows = (await s.execute(stmt)).all()
-        return [self.to_dict(env, job) for env, job in rows]
+            total = await s.scalar(select(func.count(Environment.id)).where(*mine))
+            rows = (await s.execute(stmt.limit(limit).offset(offset))).all()
+        return [self.to_dict(env, job) for env, job in rows], total or 0
 
     async def get(self, env_id: int, user: str, admin: bool) -> tuple[Environment, Job | None]:
         """The environment and its latest job; someone else's is reported as not found."""

@@ -70,18 +70,21 @@ class EnvironmentLogAPI(APIHandler):
                     self.write(": keep-alive\n\n")
                     await self.flush()
                 try:
-                    item = self._pending.result()
+                    batch = self._pending.result()
                 except (StopAsyncIteration, asyncio.CancelledError):
                     break
-                if isinstance(item, LogLine):
-                    self.write(f"id: {item.id}\ndata: {item.text}\n\n")
-                elif isinstance(item, LogStatus):
-                    self.write(f"event: status\ndata: {json.dumps(item.data)}\n\n")
-                elif isinstance(item, LogEnd):
-                    self.write(f"event: end\ndata: {json.dumps({'status': item.status})}\n\n")
-                    await self.flush()
-                    break
+                ended = False
+                for item in batch:
+                    if isinstance(item, LogLine):
+                        self.write(f"id: {item.id}\ndata: {item.text}\n\n")
+                    elif isinstance(item, LogStatus):
+                        self.write(f"event: status\ndata: {json.dumps(item.data)}\n\n")
+                    elif isinstance(item, LogEnd):
+                        self.write(f"event: end\ndata: {json.dumps({'status': item.status})}\n\n")
+                        ended = True
                 await self.flush()
+                if ended:
+                    break
         except StreamClosedError:
             pass
         finally:
