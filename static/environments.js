@@ -49,8 +49,9 @@
     document.getElementById("log-title").textContent = name;
     const badge = document.getElementById("log-status");
     badge.textContent = "connecting";
-    // EventSource reconnects by itself and sends Last-Event-ID: the server resumes there
-    source = new EventSource(`${base}api/environments/${id}/log`);
+    // EventSource reconnects by itself and sends Last-Event-ID: the server resumes there.
+    // It cannot send headers, so the hub's XSRF token (required on cors-mode GETs) goes in the URL.
+    source = new EventSource(`${base}api/environments/${id}/log?_xsrf=${encodeURIComponent(xsrf)}`);
     source.onmessage = (ev) => {
       const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.append(ev.data + "\n");
