@@ -120,3 +120,21 @@ def test_the_api_description_covers_every_route():
             candidates = {path} if "{action}" not in path else {
                 path.replace("{action}", a) for a in ("rebuild", "cancel")}  # fmt: skip
             assert candidates <= documented, pattern
+
+
+def test_options_come_from_a_config_file_and_the_command_line_wins(tmp_path):
+    from neurolibre_service.app import NeuroLibre
+
+    config = tmp_path / "neurolibre_config.py"
+    config.write_text(
+        "c.NeuroLibre.build_concurrency = 5\n"
+        "c.NeuroLibre.build_time_limit = 60\n"
+        "c.LocalBuilder.server_packages = ['jupyterhub=={hub_version}']\n"
+    )
+    app = NeuroLibre()
+    app.initialize([f"--config={config}", "--time-limit=90", f"--data-dir={tmp_path}/d"])
+    assert app.build_concurrency == 5
+    assert app.build_time_limit == 90
+    assert app.db_url == f"sqlite:///{tmp_path}/d/neurolibre.sqlite"
+    assert app.config.LocalBuilder.server_packages == ["jupyterhub=={hub_version}"]
+    NeuroLibre.clear_instance()
