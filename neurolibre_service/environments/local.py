@@ -166,7 +166,11 @@ class LocalBuilder(Builder):
                 "NO_COLOR": "1",
             }
         )
-        sandbox_args = {"writable": [env_dir, cache], "readable": [runtime.directory],
+        # the sandbox's private /tmp would hide an installation under /tmp: keep the tools visible
+        tools = {Path(sys.prefix), Path(sys.base_prefix), Path(self.uv).resolve().parent,
+                 Path(python).resolve().parent.parent}  # fmt: skip
+        readable = [runtime.directory, *sorted(t for t in tools if t != Path("/"))]
+        sandbox_args = {"writable": [env_dir, cache], "readable": readable,
                         "cwd": runtime.directory}  # fmt: skip
         if self.sandbox.kind == "bwrap":
             ctx.say("Build steps run confined (bubblewrap): read-only system, "
