@@ -217,7 +217,7 @@ class NeuroLibre(Application):
         self.queue = JobQueue(self.db, self.logs, {}, concurrency=self.build_concurrency,
                               time_limit=self.build_time_limit, max_attempts=self.max_attempts,
                               metrics=self.metrics)  # fmt: skip
-        self.metrics.jobs_running.set_function(lambda: len(self.queue._tasks))
+        self.metrics.jobs_running.set_function(lambda: self.queue.running)
         hidden = [data, *map(Path, self.sandbox_hidden_paths)]
         url = make_url(self.db_url)
         if url.drivername.startswith("sqlite") and url.database:

@@ -156,6 +156,11 @@ class JobQueue:
                 await s.commit()
         return job
 
+    @property
+    def running(self) -> int:
+        """How many jobs this process is running now."""
+        return len(self._tasks)
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -32,7 +32,7 @@ class HealthAPI(APIHandler):
             "version": __version__,
             "database": db_ok,
             "builder": self.nl.builder_backend,
-            "jobs_running": len(self.nl.queue._tasks),
+            "jobs_running": self.nl.queue.running,
         }
         self.write_json(body, 200 if db_ok else 503)
 
