@@ -150,9 +150,10 @@ async def main_async(args) -> None:
             t0 = time.perf_counter()
             populate(db_path, args.envs, args.user_envs)
             print(f"inserted {args.envs} environments + jobs in {time.perf_counter() - t0:.1f} s")
-            url = f"{hub.api}environments"
+            # one page, as the API serves it (limit 100 by default, 1000 at most)
+            url = f"{hub.api}environments?limit={args.limit}"
             tokens = {"admin": hub.api_token("admin"), "alice": hub.api_token("alice")}
-            expect = {"admin": args.envs, "alice": args.user_envs}
+            expect = {"admin": min(args.envs, args.limit), "alice": min(args.user_envs, args.limit)}
             plan = [
                 ("admin", 1, args.admin_requests_c1),
                 ("admin", args.concurrency, args.admin_requests),
@@ -187,7 +188,7 @@ async def main_async(args) -> None:
         rows.append([who, expect[who], f"{size / 1e6:.2f} MB" if size > 1e5 else f"{size / 1e3:.1f} kB",
                      conc, len(lat) + len(errors), len(errors), 1000 * median(lat), 1000 * pct(lat, 99), len(lat) / wall])  # fmt: skip
     print()
-    print(f"GET /services/neurolibre/api/environments, {args.envs} environments in the store, "
+    print(f"GET /services/neurolibre/api/environments?limit={args.limit}, {args.envs} environments in the store, "
           "through the hub's proxy")  # fmt: skip
     print(table(["user", "envs listed", "body", "clients", "requests", "failed", "p50 ms", "p99 ms",
                  "req/s"], rows))  # fmt: skip
@@ -221,6 +222,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--envs", type=int, default=10_000)
     ap.add_argument("--user-envs", type=int, default=20, help="environments alice owns")
+    ap.add_argument("--limit", type=int, default=100, help="page size asked for (API max 1000)")
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--admin-requests", type=int, default=100)
     ap.add_argument("--user-requests", type=int, default=2000)
