@@ -6,6 +6,7 @@ admin user, processes spawned as the hub's own user, SQLite, the local builder. 
 """
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -32,8 +33,26 @@ c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = os.environ.get("NEUROLIBRE_PASSWORD", "neurolibre")
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
-c.JupyterHub.spawner_class = "simple"
+# servers run on environments the service built, chosen by id only (neurolibre_service/spawner.py)
+c.JupyterHub.spawner_class = "neurolibre_service.spawner.NeuroLibreSimpleLocalProcessSpawner"
 c.JupyterHub.allow_named_servers = True
+c.SimpleLocalProcessSpawner.home_dir_template = str(DATA / "home" / "{username}")
+if os.geteuid() == 0:
+    # local use as root: the simple spawner runs servers as the hub's own user
+    c.Spawner.args = ["--allow-root"]
+
+# the service's API token, shared with the spawner (kept in a private file, never in argv)
+token_file = DATA / "neurolibre-service-token"
+if not token_file.exists():
+    token_file.touch(mode=0o600)
+    token_file.write_text(secrets.token_hex(32))
+SERVICE_TOKEN = token_file.read_text().strip()
+c.NeuroLibreSimpleLocalProcessSpawner.neurolibre_token = SERVICE_TOKEN
+# every server runs on an environment the service built (the hub's own has no JupyterLab)
+c.NeuroLibreSimpleLocalProcessSpawner.require_environment = True
+c.NeuroLibreSimpleLocalProcessSpawner.neurolibre_url = (
+    f"http://127.0.0.1:{SERVICE_PORT}/services/{SERVICE_NAME}/"
+)
 
 service_options = {
     "data_dir": str(DATA / "neurolibre"),
@@ -53,6 +72,7 @@ c.JupyterHub.services = [
     {
         "name": SERVICE_NAME,
         "url": f"http://127.0.0.1:{SERVICE_PORT}",
+        "api_token": SERVICE_TOKEN,
         "command": service_args,
         "cwd": str(HERE),
         # the hub starts services with a bare environment: pass what builds need to reach

@@ -27,11 +27,13 @@ from .db import Database
 from .environments import BUILDERS, Builder
 from .environments.manager import EnvironmentManager
 from .handlers import routes
+from .hubapi import HubAPI
 from .jobs import JobQueue
 from .logs import LogStore, Redactor
 from .metrics import Metrics
 from .resources import share_path
 from .sandbox import DEFAULT_PASSTHROUGH, Sandbox
+from .servers import Servers
 from .sources import RepoPolicy
 
 
@@ -241,6 +243,9 @@ class NeuroLibre(Application):
             default_cpu=self.default_cpu_limit, default_memory=self.default_memory_limit,
             max_cpu=self.max_cpu_limit,
         )  # fmt: skip
+        self.hub_api = HubAPI()
+        self.servers = Servers(self.hub_api, self.environments,
+                               os.environ.get("JUPYTERHUB_BASE_URL", "/"))  # fmt: skip
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(share_path("templates"))),
             autoescape=True,
@@ -279,6 +284,7 @@ class NeuroLibre(Application):
         self.log.info("Stopping")
         self.server.stop()
         await self.queue.stop()
+        await self.hub_api.close()
         await self.db.close()
 
     def start(self) -> None:

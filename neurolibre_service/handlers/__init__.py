@@ -7,6 +7,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler
 from .environments import EnvironmentActionAPI, EnvironmentAPI, EnvironmentsAPI, EnvironmentsPage
 from .logs import EnvironmentLogAPI
 from .misc import HealthAPI, MetricsHandler, OpenAPIHandler, RootRedirect
+from .servers import ServerAPI, ServersAPI, ServersPage, SpawnerAPI
 
 
 def routes(prefix: str) -> list[tuple[str, type]]:
@@ -21,5 +22,10 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (r"api/environments/(\d+)", EnvironmentAPI),
         (r"api/environments/(\d+)/(rebuild|cancel)", EnvironmentActionAPI),
         (r"api/environments/(\d+)/log", EnvironmentLogAPI),
+        (r"servers", ServersPage),
+        (r"api/servers", ServersAPI),
+        (r"api/servers/([A-Za-z0-9._-]+)", ServerAPI),
+        (r"api/spawner/environments", SpawnerAPI),
+        (r"api/spawner/environments/(\d+)", SpawnerAPI),
     ]
     return [(prefix + path, handler) for path, handler in table]

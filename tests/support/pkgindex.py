@@ -106,17 +106,24 @@ class PackageIndex:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def add_sdist(self, directory: Path, name: str, version: str, setup_code: str) -> str:
-        """A source distribution whose setup.py runs `setup_code` before setup()."""
+    def add_sdist(self, directory: Path, name: str, version: str, setup_code: str,
+                  modules: dict[str, str] | None = None) -> str:  # fmt: skip
+        """A source distribution whose setup.py runs `setup_code` before setup().
+
+        `modules` maps module names to their source, installed as top-level modules.
+        """
         base = f"{name}-{version}"
+        modules = modules or {}
         setup_py = textwrap.dedent(setup_code) + textwrap.dedent(f"""
             from setuptools import setup
-            setup(name={name!r}, version={version!r}, py_modules=[])
+            setup(name={name!r}, version={version!r}, py_modules={sorted(modules)!r})
         """)
         pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            for fname, content in (("setup.py", setup_py), ("PKG-INFO", pkg_info)):
+            files = [("setup.py", setup_py), ("PKG-INFO", pkg_info),
+                     *((f"{m}.py", src) for m, src in modules.items())]  # fmt: skip
+            for fname, content in files:
                 data = content.encode()
                 info = tarfile.TarInfo(f"{base}/{fname}")
                 info.size = len(data)

@@ -1,0 +1,94 @@
+"""Servers: the page with direct launch links, the JSON API, and the spawner's questions."""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from tornado import web
+
+from ..errors import NotFound, UserError
+from .base import APIHandler, BaseHandler
+
+
+def _env_id(raw: str | None) -> int:
+    if raw is None or not raw.strip().isdigit():
+        raise UserError(f"Unknown environment {raw!r}: give an environment's number.")
+    return int(raw)
+
+
+class ServersPage(BaseHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        user = self.user_name
+        env = self.get_argument("environment", None)
+        if env is not None:
+            # a direct link: start, reopen or restart the named server on this environment
+            name = self.get_argument("name", "")
+            url = await self.nl.servers.launch(user, name, _env_id(env),
+                                               self.get_argument("path", ""))  # fmt: skip
+            self.redirect(url)
+            return
+        envs, _ = await self.nl.environments.list(user, admin=False, limit=1000)
+        self.render_template(
+            "servers.html",
+            servers=await self.nl.servers.list(user),
+            environments=[e for e in envs if e["status"] == "ready"],
+            server_url=self.nl.servers.server_url,
+        )
+
+
+class ServersAPI(APIHandler):
+    async def get(self) -> None:
+        user = self.require_user()
+        self.write_json(await self.nl.servers.list(user["name"]))
+
+    async def post(self) -> None:
+        user = self.require_user()
+        body = self.body()
+        name = str(body.get("name", ""))
+        code = await self.nl.servers.start(
+            user["name"], name, _env_id(str(body.get("environment")))
+        )
+        self.write_json({"name": name, "started": code == 201,
+                         "url": self.nl.servers.server_url(user["name"], name)}, 202)  # fmt: skip
+
+
+class ServerAPI(APIHandler):
+    async def delete(self, name: str) -> None:
+        user = self.require_user()
+        remove = self.get_argument("remove", "false").lower() in ("1", "true", "yes")
+        await self.nl.servers.stop(user["name"], name, remove)
+        self.set_status(204)
+        self.finish()
+
+
+class SpawnerAPI(APIHandler):
+    """Answers the hub's spawner, which authenticates with this service's own API token."""
+
+    public = True
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        expected = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        auth = self.request.headers.get("Authorization", "")
+        token = auth.split(None, 1)[1] if " " in auth else ""
+        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise web.HTTPError(403, "Only the hub's spawner may ask this.")
+
+    async def get(self, env_id: str | None = None) -> None:
+        user = self.get_argument("user")
+        if env_id is None:
+            envs, _ = await self.nl.environments.list(user, admin=False, limit=1000)
+            self.write_json([e for e in envs if e["status"] == "ready"])
+            return
+        info = await self.nl.servers._ready_environment(int(env_id), user)
+        env, _job = await self.nl.environments.get(int(env_id), user, admin=False)
+        if env.runtime is None:
+            raise NotFound(f"Environment {env_id} has no runtime.")
+        self.write_json({
+            "id": env.id, "name": env.name, "owner": env.owner,
+            "backend": env.runtime.backend, "location": env.runtime.location,
+            "python_version": env.runtime.python_version,
+            "cpu_limit": info["cpu_limit"], "mem_limit": info["mem_limit"],
+        })  # fmt: skip

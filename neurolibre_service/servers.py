@@ -1,0 +1,107 @@
+"""Users' hub servers on environments, and the direct launch links that start or reopen them."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlencode
+
+from .environments.manager import EnvironmentManager
+from .errors import Conflict, NotFound, UserError
+from .hubapi import HubAPI, HubAPIError
+
+SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def check_server_name(name: str) -> str:
+    if not SERVER_NAME_RE.fullmatch(name or ""):
+        raise UserError("A server name is 1-63 letters, digits, '.', '_' or '-'.")
+    return name
+
+
+def check_path(path: str) -> str:
+    """A notebook path inside the server: relative, without '..'."""
+    path = (path or "").strip().lstrip("/")
+    if any(part in ("..", "") for part in path.split("/")) and path:
+        raise UserError("The path must be relative to the server's root, without '..'.")
+    return path
+
+
+class Servers:
+    def __init__(self, hub: HubAPI, environments: EnvironmentManager, hub_base_url: str):
+        self.hub = hub
+        self.environments = environments
+        self.base = hub_base_url.rstrip("/") + "/"
+
+    def server_url(self, user: str, name: str, path: str = "") -> str:
+        url = f"{self.base}user/{quote(user, safe='')}/{quote(name, safe='')}/"
+        return url + (f"lab/tree/{quote(path)}" if path else "")
+
+    def pending_url(self, user: str, name: str, next_url: str) -> str:
+        return (f"{self.base}hub/spawn-pending/{quote(user, safe='')}/{quote(name, safe='')}?"
+                + urlencode({"next": next_url}))  # fmt: skip
+
+    async def list(self, user: str) -> list[dict]:
+        model = await self.hub.user(user)
+        out = []
+        for name, s in sorted((model.get("servers") or {}).items()):
+            out.append({
+                "name": name,
+                "ready": bool(s.get("ready")),
+                "pending": s.get("pending"),
+                "url": s.get("url"),
+                "environment": (s.get("user_options") or {}).get("environment"),
+                "started": s.get("started"),
+                "last_activity": s.get("last_activity"),
+            })  # fmt: skip
+        return out
+
+    async def _ready_environment(self, env_id: int, user: str) -> dict:
+        env, job = await self.environments.get(env_id, user, admin=False)
+        info = self.environments.to_dict(env, job)
+        if info["status"] != "ready" or env.runtime is None:
+            detail = f": {info['error']}" if info["error"] else ""
+            raise Conflict(f"Environment {env_id} ({env.name}) is {info['status']}{detail}; "
+                           "only a ready environment can run a server.")  # fmt: skip
+        return info
+
+    async def start(self, user: str, name: str, env_id: int) -> int:
+        check_server_name(name)
+        await self._ready_environment(env_id, user)
+        try:
+            return await self.hub.start_server(user, name, {"environment": env_id})
+        except HubAPIError as e:
+            raise UserError(f"The hub refused to start {name!r}: {e}", e.status) from None
+
+    async def stop(self, user: str, name: str, remove: bool) -> None:
+        check_server_name(name)
+        try:
+            await self.hub.stop_server(user, name, remove)
+        except HubAPIError as e:
+            if e.status == 404:
+                raise NotFound(f"You have no server named {name!r}.") from None
+            raise UserError(f"The hub refused: {e}", e.status) from None
+
+    async def launch(self, user: str, name: str, env_id: int, path: str = "") -> str:
+        """Where a direct link sends the user: the running server, or its progress page."""
+        check_server_name(name)
+        path = check_path(path)
+        await self._ready_environment(env_id, user)
+        target = self.server_url(user, name, path)
+        servers = (await self.hub.user(user)).get("servers") or {}
+        current = servers.get(name)
+        if current and (current.get("ready") or current.get("pending")):
+            on = (current.get("user_options") or {}).get("environment")
+            if str(on) != str(env_id):
+                raise Conflict(
+                    f"Your server {name!r} is running on "
+                    + (f"environment {on}" if on else "the default environment")
+                    + f", not {env_id}. Stop it on the servers page, or use another name."
+                )
+            if current.get("ready"):
+                return target
+            return self.pending_url(user, name, target)
+        try:
+            await self.hub.start_server(user, name, {"environment": env_id})
+        except HubAPIError as e:
+            raise UserError(f"The hub could not start {name!r}: {e}", e.status) from None
+        return self.pending_url(user, name, target)

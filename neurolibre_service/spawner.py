@@ -1,0 +1,138 @@
+"""Spawner integration: hub servers run on environments the service built for their user.
+
+`user_options` carry only `environment` (an id). The spawner asks the service what that is
+(its venv or image, limits) for this user and refuses anything else: no raw image, command or
+path from users. Mix it into a spawner class:
+
+    class NeuroLibreLocalSpawner(NeuroLibreSpawnerMixin, SimpleLocalProcessSpawner): ...
+
+Docker and Kubernetes spawners plug in the same way: only `_use_environment` differs.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+import httpx
+from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
+from tornado import web
+from traitlets import Bool, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+ALLOWED_OPTIONS = {"environment"}
+
+
+class NeuroLibreSpawnerMixin(LoggingConfigurable):
+    neurolibre_url = Unicode(
+        "http://127.0.0.1:10101/services/neurolibre/",
+        help="The NeuroLibre service's own URL (not through the proxy), ending in /.",
+    ).tag(config=True)
+    neurolibre_token = Unicode(
+        help="The service's API token (the hub's services entry api_token), to ask it about environments."
+    ).tag(config=True)
+    require_environment = Bool(
+        False, help="Refuse servers started without an environment (else they run the default)."
+    ).tag(config=True)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _apply_user_options
+
+    async def _ask(self, path: str, **params: Any) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await client.get(
+                f"{self.neurolibre_url}api/spawner/{path}",
+                params=params,
+                headers={"Authorization": f"token {self.neurolibre_token}"},
+            )
+
+    async def _default_options_form(self) -> str:
+        r = await self._ask("environments", user=self.user.name)
+        envs = r.json() if r.status_code == 200 else []
+        if not envs:
+            return (
+                "<p>You have no ready NeuroLibre environment: this server will run the default "
+                "environment. Build one on the NeuroLibre environments page.</p>"
+            )
+        options = "".join(
+            f'<option value="{e["id"]}">{html.escape(e["name"])} '
+            f"({html.escape(e['repository'])} @ {html.escape(e['ref'])})</option>"
+            for e in envs
+        )
+        return (
+            '<label for="nl-environment">Environment</label>'
+            f'<select class="form-control" name="environment" id="nl-environment">{options}</select>'
+        )
+
+    @default("options_form")
+    def _options_form_default(self):
+        return lambda spawner: spawner._default_options_form()
+
+    def options_from_form(self, formdata: dict) -> dict:
+        value = (formdata.get("environment") or [""])[0]
+        return {"environment": value} if value else {}
+
+    def options_from_query(self, query_data: dict) -> dict:
+        return self.options_from_form(query_data)
+
+    async def _use_environment(self, spec: dict) -> None:
+        raise NotImplementedError
+
+    def get_env(self) -> dict:
+        env = super().get_env()
+        venv = getattr(self, "_nl_venv", None)
+        if venv:
+            env["PATH"] = f"{venv}/bin{os.pathsep}{env.get('PATH', os.defpath)}"
+            env["VIRTUAL_ENV"] = venv
+            env["NEUROLIBRE_ENVIRONMENT"] = str(self.user_options.get("environment", ""))
+        return env
+
+
+async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dict) -> None:
+    extra = set(user_options or {}) - ALLOWED_OPTIONS
+    if extra:
+        raise web.HTTPError(400, f"Unsupported server options: {', '.join(sorted(extra))}. "
+                                 "Only an environment may be chosen.")  # fmt: skip
+    spawner._nl_venv = None
+    env_id = (user_options or {}).get("environment")
+    if env_id in (None, ""):
+        if spawner.require_environment:
+            raise web.HTTPError(400, "Choose a NeuroLibre environment for this server.")
+        return
+    if not str(env_id).isdigit():
+        raise web.HTTPError(400, f"Unknown environment {env_id!r}.")
+    r = await spawner._ask(f"environments/{int(env_id)}", user=spawner.user.name)
+    if r.status_code != 200:
+        try:
+            message = r.json()["message"]
+        except (ValueError, KeyError):
+            message = f"The NeuroLibre service answered {r.status_code}."
+        raise web.HTTPError(400 if r.status_code < 500 else 503, message)
+    spec = r.json()
+    spawner.user_options = {"environment": int(env_id)}
+    if spec.get("cpu_limit"):
+        spawner.cpu_limit = float(spec["cpu_limit"])
+    if spec.get("mem_limit"):
+        spawner.mem_limit = spec["mem_limit"]
+    await spawner._use_environment(spec)
+
+
+class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
+    """Local processes: the server runs the environment's jupyterhub-singleuser."""
+
+    async def _use_environment(self, spec: dict) -> None:
+        if spec.get("backend") != "local":
+            raise web.HTTPError(400, f"Environment {spec['id']} is not a local environment.")
+        venv = spec["location"]
+        self._nl_venv = venv
+        self.cmd = [os.path.join(venv, "bin", "jupyterhub-singleuser")]
+
+
+class NeuroLibreLocalProcessSpawner(NeuroLibreLocalProcessMixin, LocalProcessSpawner):
+    pass
+
+
+class NeuroLibreSimpleLocalProcessSpawner(NeuroLibreLocalProcessMixin, SimpleLocalProcessSpawner):
+    pass
