@@ -172,6 +172,42 @@ def openapi_document(base_url: str) -> dict:
                     },
                 },
             },
+            "/api/servers": {
+                "get": {
+                    "summary": "Your hub servers, with the environment each runs on",
+                    "responses": {"200": _resp("Servers", {"type": "array", "items": {"type": "object"}}), "403": _ERRORS["403"]},
+                },
+                "post": {
+                    "summary": "Start a named server on one of your ready environments",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["name", "environment"],
+                        "properties": {"name": {"type": "string"}, "environment": {"type": "integer"}}}}}},
+                    "responses": {"202": _resp("Starting"), "400": _resp("Bad name", _ERROR),
+                                  "404": _ERRORS["404"], "409": _resp("Environment not ready", _ERROR)},
+                },
+            },
+            "/api/servers/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "remove", "in": "query", "schema": {"type": "boolean"},
+                                "description": "delete the named server, not only stop it"}],
+                "delete": {"summary": "Stop (or delete) one of your servers",
+                           "responses": {"204": _resp("Stopped"), "404": _resp("No such server", _ERROR)}},
+            },
+            "/api/spawner/environments": {
+                "get": {
+                    "summary": "For the hub's spawner (the service's own token): a user's ready environments",
+                    "parameters": [{"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _resp("Environments"), "403": _ERRORS["403"]},
+                }
+            },
+            "/api/spawner/environments/{id}": {
+                "parameters": [*_ENV_ID, {"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "get": {
+                    "summary": "For the hub's spawner: what a server on this environment runs (venv or image, limits)",
+                    "responses": {"200": _resp("Spawn spec"), "403": _ERRORS["403"], "404": _ERRORS["404"],
+                                  "409": _resp("Not ready", _ERROR)},
+                },
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (custom:neurolibre:admin unless configured open)",

@@ -176,3 +176,12 @@ async def test_the_hub_spawn_page_lists_the_users_environments(hub, ready_env):
         assert f'<option value="{ready_env["id"]}">{ready_env["name"]}' in r.text
     finally:
         await session.aclose()
+
+
+async def test_only_the_hubs_spawner_may_ask_for_spawn_specs(hub, ready_env, alice):
+    r = await alice.get(f"spawner/environments/{ready_env['id']}", params={"user": "alice"})
+    assert r.status_code == 403
+    async with httpx.AsyncClient(timeout=30) as anon:
+        r = await anon.get(f"{hub.api}spawner/environments", params={"user": "alice"})
+    assert r.status_code == 403
+    assert "Only the hub's spawner" in r.json()["message"]
