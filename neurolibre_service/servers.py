@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlencode
 
+from .db import Environment
 from .environments.manager import EnvironmentManager
 from .errors import Conflict, NotFound, UserError
 from .hubapi import HubAPI, HubAPIError
@@ -55,18 +56,19 @@ class Servers:
             })  # fmt: skip
         return out
 
-    async def _ready_environment(self, env_id: int, user: str) -> dict:
+    async def ready_environment(self, env_id: int, user: str) -> tuple[Environment, dict]:
+        """The user's own environment, if it is ready to run a server; else a clear error."""
         env, job = await self.environments.get(env_id, user, admin=False)
         info = self.environments.to_dict(env, job)
         if info["status"] != "ready" or env.runtime is None:
             detail = f": {info['error']}" if info["error"] else ""
             raise Conflict(f"Environment {env_id} ({env.name}) is {info['status']}{detail}; "
                            "only a ready environment can run a server.")  # fmt: skip
-        return info
+        return env, info
 
     async def start(self, user: str, name: str, env_id: int) -> int:
         check_server_name(name)
-        await self._ready_environment(env_id, user)
+        await self.ready_environment(env_id, user)
         try:
             return await self.hub.start_server(user, name, {"environment": env_id})
         except HubAPIError as e:
@@ -85,7 +87,7 @@ class Servers:
         """Where a direct link sends the user: the running server, or its progress page."""
         check_server_name(name)
         path = check_path(path)
-        await self._ready_environment(env_id, user)
+        await self.ready_environment(env_id, user)
         target = self.server_url(user, name, path)
         servers = (await self.hub.user(user)).get("servers") or {}
         current = servers.get(name)

@@ -52,9 +52,11 @@ class NeuroLibreSpawnerMixin(LoggingConfigurable):
         r = await self._ask("environments", user=self.user.name)
         envs = r.json() if r.status_code == 200 else []
         if not envs:
+            then = ("it cannot start" if self.require_environment
+                    else "this server will run the default environment")  # fmt: skip
             return (
-                "<p>You have no ready NeuroLibre environment: this server will run the default "
-                "environment. Build one on the NeuroLibre environments page.</p>"
+                f"<p>You have no ready NeuroLibre environment, so {then}. Build one on the "
+                "NeuroLibre environments page.</p>"
             )
         options = "".join(
             f'<option value="{e["id"]}">{html.escape(e["name"])} '

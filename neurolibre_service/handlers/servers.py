@@ -7,7 +7,7 @@ import os
 
 from tornado import web
 
-from ..errors import NotFound, UserError
+from ..errors import UserError
 from .base import APIHandler, BaseHandler
 
 
@@ -82,10 +82,7 @@ class SpawnerAPI(APIHandler):
             envs, _ = await self.nl.environments.list(user, admin=False, limit=1000)
             self.write_json([e for e in envs if e["status"] == "ready"])
             return
-        info = await self.nl.servers._ready_environment(int(env_id), user)
-        env, _job = await self.nl.environments.get(int(env_id), user, admin=False)
-        if env.runtime is None:
-            raise NotFound(f"Environment {env_id} has no runtime.")
+        env, info = await self.nl.servers.ready_environment(int(env_id), user)
         self.write_json({
             "id": env.id, "name": env.name, "owner": env.owner,
             "backend": env.runtime.backend, "location": env.runtime.location,
