@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from urllib.parse import quote, urlencode
 
@@ -10,6 +12,7 @@ from .environments.manager import EnvironmentManager
 from .errors import Conflict, NotFound, UserError
 from .hubapi import HubAPI, HubAPIError
 
+log = logging.getLogger("neurolibre.servers")
 SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -28,10 +31,19 @@ def check_path(path: str) -> str:
 
 
 class Servers:
-    def __init__(self, hub: HubAPI, environments: EnvironmentManager, hub_base_url: str):
+    def __init__(self, hub: HubAPI, environments: EnvironmentManager, hub_base_url: str,
+                 answer_wait: float = 1.0):  # fmt: skip
         self.hub = hub
+        self.answer_wait = answer_wait
+        self._starting: set[asyncio.Future] = set()
         self.environments = environments
         self.base = hub_base_url.rstrip("/") + "/"
+
+    def _started(self, start: asyncio.Future) -> None:
+        self._starting.discard(start)
+        if not start.cancelled() and start.exception() is not None:
+            # the user is on the hub's progress page by now, which shows the failure
+            log.warning("starting a server failed after the link answered: %s", start.exception())
 
     def server_url(self, user: str, name: str, path: str = "") -> str:
         url = f"{self.base}user/{quote(user, safe='')}/{quote(name, safe='')}/"
@@ -102,8 +114,15 @@ class Servers:
             if current.get("ready"):
                 return target
             return self.pending_url(user, name, target)
+        # The hub answers a start only when the server is up (or after 10 s): wait just long
+        # enough for it to refuse bad options, then show the progress page while it starts.
+        start = asyncio.ensure_future(self.hub.start_server(user, name, {"environment": env_id}))
+        self._starting.add(start)
+        start.add_done_callback(self._started)
         try:
-            await self.hub.start_server(user, name, {"environment": env_id})
+            await asyncio.wait_for(asyncio.shield(start), self.answer_wait)
+        except TimeoutError:
+            pass
         except HubAPIError as e:
             raise UserError(f"The hub could not start {name!r}: {e}", e.status) from None
         return self.pending_url(user, name, target)

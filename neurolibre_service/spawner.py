@@ -11,6 +11,7 @@ Docker and Kubernetes spawners plug in the same way: only `_use_environment` dif
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 from typing import Any
@@ -123,6 +124,23 @@ async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dic
 
 class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
     """Local processes: the server runs the environment's jupyterhub-singleuser."""
+
+    async def start(self):
+        ip, port = await super().start()
+        # The hub checks a new server with growing, random back-off (up to seconds between
+        # tries); waiting here for the port to open lets its first check succeed.
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if await self.poll() is not None:
+                break  # it died: let the hub report that
+            try:
+                _, writer = await asyncio.open_connection(ip or "127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+        return ip, port
 
     async def _use_environment(self, spec: dict) -> None:
         if spec.get("backend") != "local":

@@ -163,6 +163,9 @@ class LocalBuilder(Builder):
                 # copies, not hard links: an environment must not share inodes with the
                 # cache that later (untrusted) builds can write to
                 "UV_LINK_MODE": "copy",
+                # compile now, so a server's first start does not (it would write into a
+                # runtime other environments share)
+                "UV_COMPILE_BYTECODE": "1",
                 "NO_COLOR": "1",
             }
         )
