@@ -38,11 +38,54 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--config", help="service config file (default: neurolibre_config.py)")
     up.add_argument("--data-dir", help="the service's data directory")
     up.add_argument("--revision", default="head")
+    chk = sub.add_parser("check", help="check a preprint repository's layout (exit 1 on errors)")
+    chk.add_argument("source", help="a local directory, or an https:// Git URL")
+    chk.add_argument("--ref", default="HEAD", help="branch, tag or commit (for a URL)")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args)
     if args.command == "db" and args.db_command == "upgrade":
         upgrade(_db_url(args), args.revision)
         print("database is at revision", args.revision)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from . import sources
+    from .checks import ERROR, as_json, check
+
+    url = None
+    if Path(args.source).is_dir():
+        findings = check(Path(args.source))
+    else:
+        policy = sources.RepoPolicy()
+        try:
+            url = sources.validate_url(args.source, policy)
+            ref = sources.validate_ref(args.ref)
+            with tempfile.TemporaryDirectory() as tmp:
+
+                async def fetch() -> None:
+                    commit = await sources.resolve_ref(url, ref, policy)
+                    await sources.checkout(url, commit, Path(tmp) / "repo", policy)
+
+                asyncio.run(fetch())
+                findings = check(Path(tmp) / "repo", url)
+        except sources.SourceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(as_json(findings))
+    else:
+        for f in findings:
+            print(f)
+        errors = sum(f.level == ERROR for f in findings)
+        print(f"{errors} error(s), {len(findings) - errors} warning(s)")
+    return 1 if any(f.level == ERROR for f in findings) else 0
 
 
 if __name__ == "__main__":
