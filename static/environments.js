@@ -52,6 +52,13 @@
     // EventSource reconnects by itself and sends Last-Event-ID: the server resumes there.
     // It cannot send headers, so the hub's XSRF token (required on cors-mode GETs) goes in the URL.
     source = new EventSource(`${base}api/environments/${id}/log?_xsrf=${encodeURIComponent(xsrf)}`);
+    source.onopen = () => {
+      if (badge.textContent === "connecting" || badge.textContent === "reconnecting") badge.textContent = "live";
+    };
+    // the browser retries by itself; say so instead of looking stuck
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) badge.textContent = "reconnecting";
+    };
     source.onmessage = (ev) => {
       const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.append(ev.data + "\n");

@@ -36,15 +36,26 @@ def page():
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)
+        # what went wrong in the page, shown with a failure: errors, refused API calls
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on(
             "console",
             lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
         )
+        page.on(
+            "response",
+            lambda r: (
+                problems.append(f"{r.status} {r.request.method} {r.url}")
+                if r.status >= 400 and "/api/" in r.url
+                else None
+            ),
+        )
         page.problems = problems
         try:
             yield page
         finally:
+            if problems:
+                print("problems seen in the browser:", *problems, sep="\n  ")
             context.close()
             browser.close()

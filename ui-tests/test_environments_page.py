@@ -44,6 +44,8 @@ def test_add_an_environment_and_follow_its_build_live(hub, pkg_index, new_repo, 
     expect(page.locator("#log-title")).to_have_text(name)
     expect(page.locator("#form-error")).to_be_empty()
 
+    # the first lines (sandbox, resolving) come at once: a dead stream fails here, not later
+    expect(log).not_to_be_empty(timeout=60_000)
     expect(log).to_contain_text("==> installing packages", timeout=BUILD_TIMEOUT)
     # one look at the page at that instant: the line arrived while the build still runs
     seen = page.evaluate(
