@@ -180,10 +180,6 @@ class NeuroLibre(Application):
         self.log.name = "neurolibre"
 
     @property
-    def builder_backend(self) -> str:
-        return self.builder
-
-    @property
     def hub_prefix(self) -> str:
         return os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
 

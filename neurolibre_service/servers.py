@@ -68,6 +68,11 @@ class Servers:
             })  # fmt: skip
         return out
 
+    async def ready_environments(self, user: str) -> list[dict]:
+        """The user's environments that can run a server now (for forms and the spawner)."""
+        envs, _ = await self.environments.list(user, admin=False, limit=1000)
+        return [e for e in envs if e["status"] == "ready"]
+
     async def ready_environment(self, env_id: int, user: str) -> tuple[Environment, dict]:
         """The user's own environment, if it is ready to run a server; else a clear error."""
         env, job = await self.environments.get(env_id, user, admin=False)

@@ -7,6 +7,7 @@ import json
 
 from tornado.iostream import StreamClosedError
 
+from ..errors import NotFound
 from ..logs import LogEnd, LogLine, LogStatus, read_lines
 from .base import APIHandler
 
@@ -18,9 +19,7 @@ class EnvironmentLogAPI(APIHandler):
         user = self.require_user()
         _env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
         if job is None:
-            self.set_status(404)
-            self.write_json({"status": 404, "message": "This environment has no build yet."}, 404)
-            return
+            raise NotFound("This environment has no build yet.")
         await self.send_log(self.nl.queue.log_key(job.id),
                             job.status.value if job.status.finished else None)  # fmt: skip
 

@@ -31,7 +31,7 @@ class HealthAPI(APIHandler):
             "status": "ok" if db_ok else "degraded",
             "version": __version__,
             "database": db_ok,
-            "builder": self.nl.builder_backend,
+            "builder": self.nl.builder,
             "jobs_running": self.nl.queue.running,
         }
         self.write_json(body, 200 if db_ok else 503)

@@ -29,11 +29,10 @@ class ServersPage(BaseHandler):
                                                self.get_argument("path", ""))  # fmt: skip
             self.redirect(url)
             return
-        envs, _ = await self.nl.environments.list(user, admin=False, limit=1000)
         self.render_template(
             "servers.html",
             servers=await self.nl.servers.list(user),
-            environments=[e for e in envs if e["status"] == "ready"],
+            environments=await self.nl.servers.ready_environments(user),
             server_url=self.nl.servers.server_url,
         )
 
@@ -79,8 +78,7 @@ class SpawnerAPI(APIHandler):
     async def get(self, env_id: str | None = None) -> None:
         user = self.get_argument("user")
         if env_id is None:
-            envs, _ = await self.nl.environments.list(user, admin=False, limit=1000)
-            self.write_json([e for e in envs if e["status"] == "ready"])
+            self.write_json(await self.nl.servers.ready_environments(user))
             return
         env, info = await self.nl.servers.ready_environment(int(env_id), user)
         self.write_json({
