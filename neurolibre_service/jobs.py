@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,10 @@ class JobContext:
     log: LogChannel
     queue: JobQueue
     data: dict[str, Any] = field(default_factory=dict)
+
+    def with_log(self, channel: LogChannel) -> JobContext:
+        """The same job writing to another log (a pipeline stage's own log)."""
+        return replace(self, log=channel)
 
     def say(self, text: str) -> None:
         for line in text.splitlines() or [""]:

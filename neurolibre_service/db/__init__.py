@@ -1,6 +1,16 @@
 """SQL store: models, async engine, and migrations."""
 
 from .engine import Database
-from .models import Base, Environment, Job, JobStatus, Runtime
+from .models import Base, Build, Dataset, Environment, Job, JobStatus, Preprint, Runtime
 
-__all__ = ["Base", "Database", "Environment", "Job", "JobStatus", "Runtime"]
+__all__ = [
+    "Base",
+    "Build",
+    "Database",
+    "Dataset",
+    "Environment",
+    "Job",
+    "JobStatus",
+    "Preprint",
+    "Runtime",
+]
