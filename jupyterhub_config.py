@@ -54,19 +54,32 @@ c.NeuroLibreSimpleLocalProcessSpawner.neurolibre_url = (
     f"http://127.0.0.1:{SERVICE_PORT}/services/{SERVICE_NAME}/"
 )
 
+# Authors' emails go to a local mail sink (a real SMTP server on loopback, aiosmtpd) that
+# stores them in DATA/mail (a Maildir: one file per message in DATA/mail/new). Deployments set
+# NEUROLIBRE_MAIL_SINK_PORT=off and give their SMTP server with --NeuroLibre.smtp_host etc.
+MAIL_SINK_PORT = os.environ.get("NEUROLIBRE_MAIL_SINK_PORT", "8025")
+
 service_options = {
     "data_dir": str(DATA / "neurolibre"),
     # builds may not read the hub's database and cookie secret either
     "sandbox_hidden_paths": repr([str(DATA)]),
     "local_repository_roots": repr([str(DATA / "examples")]),
+    # links in emails
+    "public_url": f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}",
 }
-# deployments and tests override options with lines of --NeuroLibre.name=value
+if MAIL_SINK_PORT != "off":
+    service_options.update(smtp_host="127.0.0.1", smtp_port=MAIL_SINK_PORT)
+# deployments and tests override options with lines of --NeuroLibre.name=value (or
+# --OtherClass.name=value for the service's other configurables)
+other_args = []
 for line in os.environ.get("NEUROLIBRE_EXTRA_ARGS", "").splitlines():
-    name, _, value = line.removeprefix("--NeuroLibre.").partition("=")
-    if name:
+    if line.startswith("--NeuroLibre."):
+        name, _, value = line.removeprefix("--NeuroLibre.").partition("=")
         service_options[name] = value
+    elif line.strip():
+        other_args.append(line.strip())
 service_args = [sys.executable, "-m", "neurolibre_service"]
-service_args += [f"--NeuroLibre.{k}={v}" for k, v in service_options.items()]
+service_args += [f"--NeuroLibre.{k}={v}" for k, v in service_options.items()] + other_args
 
 c.JupyterHub.services = [
     {
@@ -84,6 +97,15 @@ c.JupyterHub.services = [
         "display": True,
     }
 ]
+if MAIL_SINK_PORT != "off":
+    (DATA / "mail").mkdir(exist_ok=True)
+    c.JupyterHub.services.append(
+        {
+            "name": "mail-sink",
+            "command": [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{MAIL_SINK_PORT}",
+                        "-c", "aiosmtpd.handlers.Mailbox", str(DATA / "mail")],
+        }
+    )  # fmt: skip
 c.JupyterHub.custom_scopes = {
     ADMIN_SCOPE: {"description": "Administer NeuroLibre: every environment, build and preprint."},
     REVIEW_SCOPE: {"description": "Review and publish NeuroLibre preprints."},

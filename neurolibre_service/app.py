@@ -23,6 +23,8 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, valida
 from traitlets.config import Application
 
 from . import __version__
+from .books import LocalBookRunner
+from .datasets import DatasetStore
 from .db import Database
 from .environments import BUILDERS, Builder
 from .environments.manager import EnvironmentManager
@@ -31,6 +33,9 @@ from .hubapi import HubAPI
 from .jobs import JobQueue
 from .logs import LogStore, Redactor
 from .metrics import Metrics
+from .notify import Mailer, SMTPSettings
+from .pipeline import Pipeline
+from .preprints import PreprintManager
 from .resources import share_path
 from .sandbox import DEFAULT_PASSTHROUGH, Sandbox
 from .servers import Servers
@@ -42,7 +47,7 @@ class NeuroLibre(Application):
     version = __version__
     description = "Living preprints: a JupyterHub service that builds and serves executable papers."
 
-    classes = list(BUILDERS.values())
+    classes = [*BUILDERS.values(), LocalBookRunner]
 
     aliases = {
         "ip": "NeuroLibre.ip",
@@ -159,6 +164,41 @@ class NeuroLibre(Application):
         {"UV_DEFAULT_INDEX": "https://pypi.example.org/simple"}. Visible to build code: no secrets.""",
     ).tag(config=True)
 
+    data_size_limit = Integer(
+        1 << 30,
+        help="""Largest size in bytes of one dataset (after unpacking); a fetch that grows
+        past it is stopped.""",
+    ).tag(config=True)
+    data_time_limit = Float(1800.0, help="Seconds one dataset's fetch may take.").tag(config=True)
+
+    public_url = Unicode(
+        "",
+        help="""The hub's public URL (e.g. https://preprints.example.org), for links in emails.
+        Without it, emails carry paths only.""",
+    ).tag(config=True)
+    smtp_host = Unicode("", help="SMTP server for authors' emails; empty: no email.").tag(config=True)  # fmt: skip
+    smtp_port = Integer(25, help="SMTP port (587 for starttls, 465 for tls).").tag(config=True)
+    smtp_security = Unicode(
+        "none", help="'none', 'starttls' or 'tls' (TLS from the first byte)."
+    ).tag(config=True)
+    smtp_username = Unicode("", help="SMTP login; empty: no login.").tag(config=True)
+    smtp_password = Unicode(
+        help="SMTP password. Default: the NEUROLIBRE_SMTP_PASSWORD environment variable "
+        "(better than a config file; never on a command line)."
+    ).tag(config=True)
+
+    @default("smtp_password")
+    def _default_smtp_password(self) -> str:
+        return os.environ.get("NEUROLIBRE_SMTP_PASSWORD", "")
+
+    mail_from = Unicode("neurolibre@localhost", help="Sender address of emails.").tag(config=True)
+
+    @validate("smtp_security")
+    def _known_security(self, proposal) -> str:
+        if proposal["value"] not in ("none", "starttls", "tls"):
+            raise ValueError("smtp_security must be 'none', 'starttls' or 'tls'")
+        return proposal["value"]
+
     authenticate_metrics = Bool(
         True, help="Require the custom:neurolibre:admin scope to read /metrics."
     ).tag(config=True)
@@ -188,6 +228,8 @@ class NeuroLibre(Application):
         password = make_url(self.db_url).password
         if password:
             secrets.append(str(password))
+        if self.smtp_password:
+            secrets.append(self.smtp_password)
         return secrets
 
     async def _ask_hub_version(self) -> str:
@@ -203,7 +245,7 @@ class NeuroLibre(Application):
 
     async def setup(self) -> None:
         data = Path(self.data_dir).resolve()
-        for sub in ("logs", "environments", "checkouts", "cache"):
+        for sub in ("logs", "environments", "checkouts", "cache", "builds", "datasets"):
             (data / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(data, 0o700)
         self.db = Database(self.db_url)
@@ -239,6 +281,21 @@ class NeuroLibre(Application):
             default_cpu=self.default_cpu_limit, default_memory=self.default_memory_limit,
             max_cpu=self.max_cpu_limit,
         )  # fmt: skip
+        policy = self.environments.policy
+        self.preprints = PreprintManager(self.db, self.queue, policy=policy,
+                                         checkouts_dir=data / "checkouts",
+                                         builds_dir=data / "builds")  # fmt: skip
+        self.datasets = DatasetStore(self.db, data / "datasets", sandbox,
+                                     size_limit=self.data_size_limit,
+                                     time_limit=self.data_time_limit)  # fmt: skip
+        self.books = LocalBookRunner(parent=self, sandbox=sandbox)
+        smtp = SMTPSettings(host=self.smtp_host, port=self.smtp_port,
+                            security=self.smtp_security, username=self.smtp_username,
+                            password=self.smtp_password, sender=self.mail_from)  # fmt: skip
+        self.mailer = Mailer(smtp if self.smtp_host else None)
+        self.pipeline = Pipeline(self.db, self.preprints, self.environments, self.datasets,
+                                 self.books, self.mailer, public_url=self.public_url,
+                                 base_url=self.base_url)  # fmt: skip
         self.hub_api = HubAPI()
         self.servers = Servers(self.hub_api, self.environments,
                                os.environ.get("JUPYTERHUB_BASE_URL", "/"))  # fmt: skip

@@ -21,6 +21,7 @@ WINDOWS_PATH_RE = re.compile(r"""['"](?:[A-Za-z]:\\|[^'"\n]*\\\\?[^'"\n]*\\)[^'"
 EXECUTABLE_SUFFIXES = (".ipynb",)
 TOC_SUFFIXES = ("", ".md", ".ipynb", ".rst", ".myst", ".py")
 MANY_REQUIREMENTS = 60
+FRONT_MATTER_RE = re.compile(r"---\s*\n(.*?)\n---\s*\n", re.S)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class Checker:
                      "(title, authors, affiliations, date, bibliography).")  # fmt: skip
             return {}
         front: dict = {}
-        m = re.match(r"---\s*\n(.*?)\n---\s*\n", paper, re.S)
+        m = FRONT_MATTER_RE.match(paper)
         if not m:
             self.add(ERROR, "paper.md", "No front matter (a YAML block between --- lines).",
                      "Start paper.md with the front matter the handbook shows.", 1)  # fmt: skip
@@ -278,6 +279,16 @@ def _toc_files(node) -> list[str]:
         for item in node:
             out += _toc_files(item)
     return out
+
+
+def front_matter(text: str) -> dict:
+    """paper.md's YAML front matter, or {} when it has none or it is not valid."""
+    m = FRONT_MATTER_RE.match(text)
+    try:
+        front = yaml.safe_load(m.group(1)) if m else None
+    except yaml.YAMLError:
+        return {}
+    return front if isinstance(front, dict) else {}
 
 
 def check(root: Path, repository_url: str | None = None) -> list[Finding]:

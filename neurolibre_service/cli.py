@@ -42,9 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("source", help="a local directory, or an https:// Git URL")
     chk.add_argument("--ref", default="HEAD", help="branch, tag or commit (for a URL)")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
+    bld = sub.add_parser(
+        "build",
+        help="build a preprint on this machine as the service would: check, environment, "
+        "data, book (exit 1 on failure)",
+    )
+    bld.add_argument("path", help="the preprint repository's directory (its files as they are)")
+    bld.add_argument("--data-dir", default=None,
+                     help="where environments, datasets and builds are kept "
+                     "(default: ~/.cache/neurolibre)")  # fmt: skip
+    bld.add_argument("--sandbox", choices=("bwrap", "none"), default=None,
+                     help="confine build steps with bubblewrap (default when installed)")  # fmt: skip
+    bld.add_argument("--time-limit", type=float, default=None,
+                     help="seconds the book build may take (default 600)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args)
+    if args.command == "build":
+        from .localbuild import build_working_tree
+
+        return build_working_tree(args)
     if args.command == "db" and args.db_command == "upgrade":
         upgrade(_db_url(args), args.revision)
         print("database is at revision", args.revision)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from .support.hub import Hub, service_config_args
-from .support.pkgindex import PackageIndex, cache_dir, server_wheels
+from .support.pkgindex import PackageIndex, book_wheels, cache_dir, server_wheels
 from .support.repos import make_repo
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -30,7 +30,7 @@ def need(what: str, present: bool) -> None:
 @pytest.fixture(scope="session")
 def pkg_index(tmp_path_factory) -> PackageIndex:
     need("configurable-http-proxy", bool(shutil.which("configurable-http-proxy")))
-    index = PackageIndex([server_wheels(cache_dir())])
+    index = PackageIndex([server_wheels(cache_dir()), book_wheels(cache_dir())])
     index.sdists = tmp_path_factory.mktemp("sdists")
     yield index
     index.close()
@@ -101,13 +101,18 @@ async def alice(hub):
 async def follow(client: httpx.AsyncClient, env_id: int, last_event_id: int = 0,
                  limit: int | None = None, timeout: float = 600) -> tuple[list[tuple[int, str]], str | None]:  # fmt: skip
     """Read an environment's log as server-sent events: ([(id, line)], end status or None)."""
+    return await follow_log(client, f"environments/{env_id}/log", last_event_id, limit, timeout)
+
+
+async def follow_log(client: httpx.AsyncClient, path: str, last_event_id: int = 0,
+                     limit: int | None = None, timeout: float = 600) -> tuple[list[tuple[int, str]], str | None]:  # fmt: skip
+    """Read a log (API path) as server-sent events: ([(id, line)], end status or None)."""
     headers = {"Accept": "text/event-stream"}
     if last_event_id:
         headers["Last-Event-ID"] = str(last_event_id)
     lines: list[tuple[int, str]] = []
     event: dict[str, str] = {}
-    async with client.stream("GET", f"environments/{env_id}/log", headers=headers,
-                             timeout=timeout) as r:  # fmt: skip
+    async with client.stream("GET", path, headers=headers, timeout=timeout) as r:
         assert r.status_code == 200, await r.aread()
         assert r.headers["content-type"].startswith("text/event-stream")
         async for raw in r.aiter_lines():

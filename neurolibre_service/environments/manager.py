@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from .. import sources
-from ..db import Database, Environment, Job, JobStatus, Runtime
+from ..db import Build, Database, Environment, Job, JobStatus, Runtime
 from ..errors import Conflict, NotFound, UserError
 from ..jobs import JobContext, JobFailed, JobQueue
 from .base import Builder
@@ -200,6 +200,7 @@ class EnvironmentManager:
         """Remove a runtime no environment uses any more."""
         async with self._key_lock(key), self.db.session() as s:
             used = await s.scalar(select(func.count()).where(Environment.runtime_key == key))
+            used = used or await s.scalar(select(func.count()).where(Build.runtime_key == key))
             rt = await s.get(Runtime, key)
             if used or rt is None:
                 return
@@ -225,35 +226,59 @@ class EnvironmentManager:
             await ctx.stage("cloning")
             try:
                 await sources.checkout(env.repo_url, commit, dest, self.policy)
-                runtime = find_runtime(dest)
-                ctx.say(f"Runtime files ({runtime.label}): "
-                        + (", ".join(sorted(runtime.files)) or "none, a default environment"))  # fmt: skip
-                recipe = await self.builder.recipe(runtime)
-            except (sources.SourceError, RuntimeError_) as e:
+            except sources.SourceError as e:
                 raise JobFailed(str(e)) from None
-            key = runtime.digest(recipe)
-            ctx.say(f"Runtime key {key[:16]} ({self.builder.backend} builder)")
-            async with self._key_lock(key):
-                async with self.db.session() as s:
-                    rt = await s.get(Runtime, key)
-                if rt is not None and self.builder.exists(rt.location):
-                    ctx.say(f"Reusing the environment built earlier from identical runtime files "
-                            f"({rt.location}); nothing to build.")  # fmt: skip
-                else:
-                    built = await self.builder.build(ctx, runtime, key)
-                    async with self.db.session() as s:
-                        rt = await s.get(Runtime, key) or Runtime(key=key)
-                        rt.backend, rt.location = self.builder.backend, built.location
-                        rt.python_version, rt.size_bytes = built.python_version, built.size_bytes
-                        s.add(rt)
-                        await s.commit()
+            old = None
+
+            async def attach(key: str) -> None:
+                nonlocal old
                 async with self.db.session() as s:
                     env = await s.get(Environment, ctx.environment_id)
                     if env is None:
                         raise JobFailed("The environment was deleted during its build.")
                     old, env.runtime_key = env.runtime_key, key
                     await s.commit()
+
+            key = await self.ensure_runtime(ctx, dest, attach)
             if old and old != key:
                 await self._collect(old)
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
+
+    async def ensure_runtime(self, ctx: JobContext, checkout: Path,
+                             attach: Callable[[str], Awaitable[None]]) -> str:  # fmt: skip
+        """The runtime key of a checkout's runtime files, built now unless built before.
+
+        Shared by environment builds and preprint builds, so an unchanged runtime is never
+        rebuilt, whichever asked first. `attach(key)` records the user of the runtime while
+        the key's lock is held, so a concurrent clean-up cannot remove it in between.
+        """
+        try:
+            runtime = find_runtime(checkout)
+            ctx.say(f"Runtime files ({runtime.label}): "
+                    + (", ".join(sorted(runtime.files)) or "none, a default environment"))  # fmt: skip
+            recipe = await self.builder.recipe(runtime)
+        except RuntimeError_ as e:
+            raise JobFailed(str(e)) from None
+        key = runtime.digest(recipe)
+        ctx.say(f"Runtime key {key[:16]} ({self.builder.backend} builder)")
+        async with self._key_lock(key):
+            async with self.db.session() as s:
+                rt = await s.get(Runtime, key)
+            if rt is not None and self.builder.exists(rt.location):
+                ctx.say(f"Reusing the environment built earlier from identical runtime files "
+                        f"({rt.location}); nothing to build.")  # fmt: skip
+            else:
+                built = await self.builder.build(ctx, runtime, key)
+                async with self.db.session() as s:
+                    rt = await s.get(Runtime, key) or Runtime(key=key)
+                    rt.backend, rt.location = self.builder.backend, built.location
+                    rt.python_version, rt.size_bytes = built.python_version, built.size_bytes
+                    s.add(rt)
+                    await s.commit()
+            await attach(key)
+        return key
+
+    async def runtime(self, key: str) -> Runtime | None:
+        async with self.db.session() as s:
+            return await s.get(Runtime, key)

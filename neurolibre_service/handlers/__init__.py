@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
+from tornado import web
 
 from .environments import EnvironmentActionAPI, EnvironmentAPI, EnvironmentsAPI, EnvironmentsPage
-from .logs import EnvironmentLogAPI
+from .logs import BuildLogAPI, EnvironmentLogAPI
 from .misc import HealthAPI, MetricsHandler, OpenAPIHandler, RootRedirect
+from .preprints import (
+    BuildAPI,
+    BuildCancelAPI,
+    CheckAPI,
+    DatasetAPI,
+    DatasetsAPI,
+    DatasetsPage,
+    NewPreprintPage,
+    PreprintAPI,
+    PreprintBuildsAPI,
+    PreprintPage,
+    PreprintsAPI,
+    PreprintsPage,
+)
+from .preview import PreviewHandler
 from .servers import ServerAPI, ServersAPI, ServersPage, SpawnerAPI
+
+
+class AddSlash(web.RequestHandler):
+    @web.addslash
+    def get(self, *args) -> None:
+        pass
 
 
 def routes(prefix: str) -> list[tuple[str, type]]:
@@ -27,5 +49,20 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (r"api/servers/([A-Za-z0-9._-]+)", ServerAPI),
         (r"api/spawner/environments", SpawnerAPI),
         (r"api/spawner/environments/(\d+)", SpawnerAPI),
+        (r"preprints", PreprintsPage),
+        (r"preprints/new", NewPreprintPage),
+        (r"preprints/(\d+)", PreprintPage),
+        (r"(preprints|builds)/(\d+)/preview/(.*)", PreviewHandler),
+        (r"(preprints|builds)/(\d+)/preview", AddSlash),
+        (r"api/preprints", PreprintsAPI),
+        (r"api/preprints/(\d+)", PreprintAPI),
+        (r"api/preprints/(\d+)/builds", PreprintBuildsAPI),
+        (r"api/builds/(\d+)", BuildAPI),
+        (r"api/builds/(\d+)/cancel", BuildCancelAPI),
+        (r"api/builds/(\d+)/logs/(main|environment|data|book)", BuildLogAPI),
+        (r"api/check", CheckAPI),
+        (r"datasets", DatasetsPage),
+        (r"api/datasets", DatasetsAPI),
+        (r"api/datasets/([0-9a-f]{64})", DatasetAPI),
     ]
     return [(prefix + path, handler) for path, handler in table]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
 from tornado import web
@@ -123,10 +124,34 @@ class APIHandler(BaseHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(data))
 
+    def write_page(self, items: list, total: int, limit: int, offset: int, path: str) -> None:
+        """One page of a listing, with its total and a link to the next page."""
+        self.set_header("X-Total-Count", str(total))
+        if offset + limit < total:
+            query = urlencode({"limit": limit, "offset": offset + limit})
+            self.set_header("Link", f'<{self.nl.base_url}{path}?{query}>; rel="next"')
+        self.write_json(items)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"status": status_code, "message": _message(status_code, exc)}))
+
+
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page_args(handler: web.RequestHandler) -> tuple[int, int]:
+    """limit and offset of a listing, checked."""
+    try:
+        limit = int(handler.get_argument("limit", str(PAGE_SIZE)))
+        offset = int(handler.get_argument("offset", "0"))
+    except ValueError:
+        raise UserError("limit and offset must be whole numbers.") from None
+    if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
+        raise UserError(f"limit must be 1-{MAX_PAGE_SIZE} and offset 0 or more.")
+    return limit, offset
 
 
 def _message(status_code: int, exc: BaseException | None) -> str:

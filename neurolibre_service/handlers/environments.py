@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from tornado import web
 
-from ..errors import UserError
-from .base import APIHandler, BaseHandler
-
-PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-
-
-def _page(handler: BaseHandler) -> tuple[int, int]:
-    try:
-        limit = int(handler.get_argument("limit", str(PAGE_SIZE)))
-        offset = int(handler.get_argument("offset", "0"))
-    except ValueError:
-        raise UserError("limit and offset must be whole numbers.") from None
-    if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
-        raise UserError(f"limit must be 1-{MAX_PAGE_SIZE} and offset 0 or more.")
-    return limit, offset
+from .base import APIHandler, BaseHandler, page_args
 
 
 class EnvironmentsPage(BaseHandler):
     @web.authenticated
     async def get(self) -> None:
-        limit, offset = _page(self)
+        limit, offset = page_args(self)
         envs, total = await self.nl.environments.list(self.user_name, self.is_admin,
                                                       limit=limit, offset=offset)  # fmt: skip
         self.render_template(
@@ -45,14 +28,10 @@ class EnvironmentsPage(BaseHandler):
 class EnvironmentsAPI(APIHandler):
     async def get(self) -> None:
         user = self.require_user()
-        limit, offset = _page(self)
+        limit, offset = page_args(self)
         envs, total = await self.nl.environments.list(user["name"], self.is_admin,
                                                       limit=limit, offset=offset)  # fmt: skip
-        self.set_header("X-Total-Count", str(total))
-        if offset + limit < total:
-            query = urlencode({"limit": limit, "offset": offset + limit})
-            self.set_header("Link", f'<{self.nl.base_url}api/environments?{query}>; rel="next"')
-        self.write_json(envs)
+        self.write_page(envs, total, limit, offset, "api/environments")
 
     async def post(self) -> None:
         user = self.require_user()

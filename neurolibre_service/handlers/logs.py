@@ -9,19 +9,14 @@ from tornado.iostream import StreamClosedError
 
 from ..errors import NotFound
 from ..logs import LogEnd, LogLine, LogStatus, read_lines
+from ..preprints import stage_log_key
 from .base import APIHandler
 
 KEEPALIVE_SECONDS = 15.0
 
 
-class EnvironmentLogAPI(APIHandler):
-    async def get(self, env_id: str) -> None:
-        user = self.require_user()
-        _env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
-        if job is None:
-            raise NotFound("This environment has no build yet.")
-        await self.send_log(self.nl.queue.log_key(job.id),
-                            job.status.value if job.status.finished else None)  # fmt: skip
+class LogAPI(APIHandler):
+    """A job log as text or server-sent events; subclasses find the log and check access."""
 
     async def send_log(self, key: str, finished: str | None) -> None:
         accept = self.request.headers.get("Accept", "")
@@ -91,3 +86,30 @@ class EnvironmentLogAPI(APIHandler):
             await events.aclose()
         if not self._closed:
             self.finish()
+
+
+class EnvironmentLogAPI(LogAPI):
+    async def get(self, env_id: str) -> None:
+        user = self.require_user()
+        _env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
+        if job is None:
+            raise NotFound("This environment has no build yet.")
+        await self.send_log(self.nl.queue.log_key(job.id),
+                            job.status.value if job.status.finished else None)  # fmt: skip
+
+
+class BuildLogAPI(LogAPI):
+    """A preprint build's logs: main (check and summary), environment, data, book."""
+
+    async def get(self, build_id: str, stage: str) -> None:
+        user = self.require_user()
+        _p, b = await self.nl.preprints.get_build(int(build_id), user["name"], self.is_admin)
+        state = b.stages.get(stage, "pending") if stage != "main" else None
+        finished = None
+        if b.job.status.finished:
+            finished = b.job.status.value if stage == "main" else state
+            if finished in ("pending", "running"):
+                finished = "skipped"
+        elif state not in (None, "pending", "running"):
+            finished = state
+        await self.send_log(stage_log_key(b.job_id, stage), finished)

@@ -68,6 +68,13 @@ class Hub:
     def service_data(self) -> Path:
         return self.data / "neurolibre"
 
+    def mails(self) -> list:
+        """Emails the hub's mail sink received (mailbox.MaildirMessage), in no order."""
+        import mailbox
+
+        box = mailbox.Maildir(self.data / "mail", create=False)
+        return list(box)
+
     def start(self, timeout: float = 60) -> None:
         config = self.workdir / "jupyterhub_config.py"
         config.write_text(CONFIG.format(embedded=str(REPO / "jupyterhub_config.py"),
@@ -80,6 +87,7 @@ class Hub:
             "NEUROLIBRE_HUB_API_PORT": str(free_port()),
             "NEUROLIBRE_PROXY_API_PORT": str(free_port()),
             "NEUROLIBRE_SERVICE_PORT": str(free_port()),
+            "NEUROLIBRE_MAIL_SINK_PORT": str(free_port()),
             "NEUROLIBRE_EXTRA_ARGS": "\n".join(self.service_args),
         }
         self.log_file = self.log_path.open("ab")
@@ -181,5 +189,9 @@ class BrowserSession:
 
 
 def service_config_args(**traits) -> list[str]:
-    return [f"--NeuroLibre.{k}={json.dumps(v) if not isinstance(v, str) else v}"
-            for k, v in traits.items()]  # fmt: skip
+    """Command-line options for the service; Class__name=value sets another class's trait."""
+    args = []
+    for k, v in traits.items():
+        name = k.replace("__", ".") if "__" in k else f"NeuroLibre.{k}"
+        args.append(f"--{name}={json.dumps(v) if not isinstance(v, str) else v}")
+    return args

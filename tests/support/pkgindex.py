@@ -36,6 +36,19 @@ def server_wheels(cache: Path) -> Path:
     """Wheels for what every environment gets (jupyterhub matching ours, ipykernel, jupyterlab)."""
     reqs = [f"jupyterhub=={jupyterhub.__version__}", "ipykernel", "jupyterlab", "setuptools",
             "wheel"]  # fmt: skip
+    return _wheels(cache, reqs)
+
+
+# what the test preprints' binder/requirements.txt list (a book engine, and a data library)
+BOOK_REQUIREMENTS = ["jupyter-book==1.0.4.post1"]
+
+
+def book_wheels(cache: Path) -> Path:
+    """Wheels for the preprints' own requirements (Jupyter Book 1)."""
+    return _wheels(cache, BOOK_REQUIREMENTS)
+
+
+def _wheels(cache: Path, reqs: list[str]) -> Path:
     stamp_key = hashlib.sha256(" ".join(reqs).encode()).hexdigest()[:16]
     target = cache / f"wheels-{stamp_key}"
     stamp = target / ".complete"

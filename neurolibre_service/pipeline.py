@@ -1,0 +1,305 @@
+"""One preprint build: check -> environment -> data -> book, then the author's email.
+
+Each stage has its own live log (the check and the summary go to the build's main log), its
+state is stored on the Build row as it changes, and a failure names the stage that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from sqlalchemy import select
+
+from . import checks, sources
+from .books import BookError, BookRunner, find_book
+from .datasets import DataError, DatasetStore, parse_requirement
+from .db import Build, Database, Dataset, Job, JobStatus, Preprint
+from .environments.manager import EnvironmentManager
+from .jobs import JobContext, JobFailed
+from .logs import read_lines
+from .notify import Attachment, Mailer
+from .preprints import JOB_KIND, LOGGED_STAGES, PreprintManager, stage_log_key
+
+log = logging.getLogger("neurolibre.pipeline")
+DATA_REQUIREMENT = ("binder/data_requirement.json", "data_requirement.json")
+
+
+class Pipeline:
+    def __init__(self, db: Database, preprints: PreprintManager, environments: EnvironmentManager,
+                 datasets: DatasetStore, books: BookRunner, mailer: Mailer, *,
+                 public_url: str, base_url: str):  # fmt: skip
+        self.db = db
+        self.preprints = preprints
+        self.environments = environments
+        self.datasets = datasets
+        self.books = books
+        self.mailer = mailer
+        self.public_url = public_url.rstrip("/")
+        self.base_url = base_url
+        self.queue = preprints.queue
+        self.queue.runners[JOB_KIND] = self.run
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    async def _build(self, job_id: int) -> tuple[Build, Preprint]:
+        async with self.db.session() as s:
+            b = await s.scalar(select(Build).where(Build.job_id == job_id))
+            if b is None:
+                raise JobFailed("This build was deleted.")
+            return b, await s.get(Preprint, b.preprint_id)
+
+    async def _set(self, build_id: int, **values) -> None:
+        async with self.db.session() as s:
+            b = await s.get(Build, build_id)
+            stages = values.pop("stages", None)
+            if stages:
+                b.stages = {**b.stages, **stages}
+            for k, v in values.items():
+                setattr(b, k, v)
+            await s.commit()
+
+    @asynccontextmanager
+    async def stage(self, ctx: JobContext, build_id: int, name: str) -> AsyncIterator[JobContext]:
+        """Run a stage: its state on the Build row, its own log, and a failure that names it."""
+        channel = (
+            self.queue.logs.channel(stage_log_key(ctx.job_id, name)) if name in LOGGED_STAGES
+            else ctx.log
+        )  # fmt: skip
+        if channel is not ctx.log:
+            channel.reopen()
+        await self._set(build_id, stages={name: "running"})
+        await ctx.stage(name)
+        sctx = ctx.with_log(channel)
+        state = "failed"
+        try:
+            yield sctx
+            state = "succeeded"
+        except asyncio.CancelledError:
+            state = "cancelled"
+            raise
+        except JobFailed as e:
+            if channel is not ctx.log:
+                channel.write(f"!! {e}")
+            raise
+        finally:
+            if state != "succeeded":
+                await asyncio.shield(self._set(build_id, stages={name: state}, failed_stage=name))
+            else:
+                await self._set(build_id, stages={name: state})
+            if channel is not ctx.log:
+                channel.close(state)
+
+    # -- the job ---------------------------------------------------------------------------
+
+    async def run(self, ctx: JobContext) -> None:
+        build, preprint = await self._build(ctx.job_id)
+        ctx.data["on_finish"] = lambda status: self.finished(ctx.job_id, status)
+        what = f"{build.ref} = commit {ctx.params['commit']}" if ctx.params["commit"] else build.ref
+        ctx.say(f"Preprint {preprint.id}, build {build.id}: {preprint.repo_url} {what}")
+        # a re-queued build (service restart) starts its stages again
+        await self._set(build.id, stages={n: "pending" for n in ("check", *LOGGED_STAGES)},
+                        failed_stage=None)  # fmt: skip
+        checkout = self.preprints.checkouts_dir / f"build-{build.id}"
+        out_dir = self.preprints.builds_dir / str(build.id)
+        await asyncio.to_thread(shutil.rmtree, checkout, True)
+        await asyncio.to_thread(shutil.rmtree, out_dir, True)
+        try:
+            async with self.stage(ctx, build.id, "check") as sctx:
+                await self.check(sctx, build, preprint, checkout)
+            async with self.stage(ctx, build.id, "environment") as sctx:
+                key = await self.environment(sctx, build.id, checkout)
+            runtime = await self.environments.runtime(key)
+            env_prefix = Path(runtime.location)
+            async with self.stage(ctx, build.id, "data") as sctx:
+                data = await self.data(sctx, build.id, checkout, env_prefix)
+            async with self.stage(ctx, build.id, "book") as sctx:
+                await self.book(sctx, build.id, preprint.id, checkout, env_prefix, key, data,
+                                out_dir)  # fmt: skip
+            ctx.say(f"The preview is at {self.preview_url(preprint.id)}")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, checkout, True)
+
+    async def check(self, ctx: JobContext, build: Build, preprint: Preprint,
+                    checkout: Path) -> None:  # fmt: skip
+        local = ctx.params.get("working_tree")
+        if local:  # `neurolibre build PATH`: the author's files as they are, committed or not
+            ctx.say(f"Copying the working tree {local}")
+            await asyncio.to_thread(shutil.copytree, local, checkout, symlinks=True,
+                                    ignore=_not_sources)  # fmt: skip
+        else:
+            try:
+                await sources.checkout(preprint.repo_url, ctx.params["commit"], checkout,
+                                       self.preprints.policy)  # fmt: skip
+            except sources.SourceError as e:
+                raise JobFailed(str(e)) from None
+        findings = await asyncio.to_thread(checks.check, checkout, preprint.repo_url)
+        title = _title(checkout)
+        await self._set(build.id, findings=[asdict(f) for f in findings])
+        if title:
+            async with self.db.session() as s:
+                p = await s.get(Preprint, preprint.id)
+                p.title = title
+                await s.commit()
+        for f in findings:
+            ctx.say(str(f))
+        errors = [f for f in findings if f.level == checks.ERROR]
+        ctx.say(f"Layout check: {len(errors)} error(s), {len(findings) - len(errors)} warning(s)")
+        if errors:
+            first = errors[0]
+            raise JobFailed(
+                f"The layout check found {len(errors)} error(s); nothing was installed. "
+                f"First: {first.file or 'repository'}: {first.message} Fix: {first.fix}"
+            )
+
+    async def environment(self, ctx: JobContext, build_id: int, checkout: Path) -> str:
+        async def attach(key: str) -> None:
+            await self._set(build_id, runtime_key=key)
+
+        return await self.environments.ensure_runtime(ctx, checkout, attach)
+
+    async def data(self, ctx: JobContext, build_id: int, checkout: Path,
+                   env_prefix: Path) -> list[tuple[str, Path]]:  # fmt: skip
+        rel = next((r for r in DATA_REQUIREMENT if (checkout / r).is_file()), None)
+        if rel is None:
+            ctx.say("No data_requirement.json: this preprint needs no data.")
+            return []
+        try:
+            specs = parse_requirement((checkout / rel).read_text(encoding="utf-8"), rel)
+        except (DataError, UnicodeDecodeError) as e:
+            raise JobFailed(str(e)) from None
+        mounts: list[tuple[str, Path]] = []
+        keys: list[str] = []
+        for spec in specs:
+            ds = await self.datasets.ensure(ctx, spec, env_prefix=env_prefix)
+            mounts.append((spec.project_name, self.datasets.path(ds.key, ds.project_name)))
+            keys.append(ds.key)
+        async with self.db.session() as s:
+            b = await s.get(Build, build_id)
+            b.datasets = list((await s.scalars(select(Dataset).where(Dataset.key.in_(keys)))).all())
+            await s.commit()
+        return mounts
+
+    async def _previous_cache(self, preprint_id: int, build_id: int, runtime_key: str,
+                              data_keys: set[str]) -> Path | None:  # fmt: skip
+        """The execution cache of the last good build with the same environment and data."""
+        async with self.db.session() as s:
+            rows = (
+                await s.scalars(
+                    select(Build).where(Build.preprint_id == preprint_id, Build.id < build_id)
+                    .order_by(Build.id.desc()).limit(20)
+                )
+            ).unique().all()  # fmt: skip
+        for b in rows:
+            if b.job.status != JobStatus.succeeded:
+                continue
+            if b.runtime_key != runtime_key or {d.key for d in b.datasets} != data_keys:
+                return None  # the environment or data changed since: execute everything
+            cache = self.preprints.builds_dir / str(b.id) / "exec-cache"
+            return cache if cache.is_dir() else None
+        return None
+
+    async def book(self, ctx: JobContext, build_id: int, preprint_id: int, checkout: Path,
+                   env_prefix: Path, runtime_key: str, data: list[tuple[str, Path]],
+                   out_dir: Path) -> None:  # fmt: skip
+        try:
+            source = find_book(checkout)
+        except BookError as e:
+            raise JobFailed(str(e)) from None
+        await self._set(build_id, book_engine=source.engine)
+        data_keys = {p.parent.name for _, p in data}
+        cache_in = await self._previous_cache(preprint_id, build_id, runtime_key, data_keys)
+        if cache_in:
+            ctx.say(f"Reusing the execution cache of an earlier build ({cache_in.parent.name}).")
+        else:
+            ctx.say("No earlier execution cache for this environment and data: "
+                    "every notebook runs.")  # fmt: skip
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = await self.books.build(ctx, checkout=checkout, env_prefix=env_prefix,
+                                        datasets=data, cache_in=cache_in, out_dir=out_dir)  # fmt: skip
+        await self._set(build_id, executed=result.executed, cached=result.cached)
+
+    # -- the author's email ----------------------------------------------------------------
+
+    def preview_url(self, preprint_id: int) -> str:
+        return f"{self.public_url}{self.base_url}preprints/{preprint_id}/preview/"
+
+    def page_url(self, preprint_id: int) -> str:
+        return f"{self.public_url}{self.base_url}preprints/{preprint_id}"
+
+    async def finished(self, job_id: int, status: JobStatus) -> None:
+        try:
+            await self._notify(job_id, status)
+        except Exception:
+            log.exception("notifying the author of job %s failed", job_id)
+
+    async def _notify(self, job_id: int, status: JobStatus) -> None:
+        build, preprint = await self._build(job_id)
+        if not preprint.email:
+            return
+        if not self.mailer.enabled:
+            await self._set(build.id, notified="not sent: SMTP is not configured")
+            return
+        title = preprint.title or preprint.repo_url
+        short = (build.commit_sha or "")[:10]
+        attachments: list[Attachment] = []
+        if status == JobStatus.succeeded:
+            subject = f"NeuroLibre: your preprint built ({title})"
+            body = (
+                f"Your preprint {title!r} ({preprint.repo_url}, commit {short}) built "
+                f"successfully.\n\nPreview: {self.preview_url(preprint.id)}\n"
+                f"Build details and logs: {self.page_url(preprint.id)}\n\n"
+                f"Notebooks: {build.executed or 0} executed, {build.cached or 0} reused from the "
+                "execution cache.\n"
+            )
+            warnings = [f for f in build.findings or [] if f["level"] == checks.WARNING]
+            if warnings:
+                body += "\nWarnings from the layout check:\n" + "".join(
+                    f"- {w['file'] or 'repository'}: {w['message']} Fix: {w['fix']}\n"
+                    for w in warnings
+                )
+        else:
+            stage = build.failed_stage or "unknown"
+            async with self.db.session() as s:
+                job = await s.get(Job, job_id)
+            subject = f"NeuroLibre: your preprint build {status.value} ({title})"
+            body = (
+                f"The build of {title!r} ({preprint.repo_url}, commit {short}) {status.value} "
+                f"at the {stage} stage.\n\nWhy: {job.error}\n\n"
+                "The environment log and the book log are attached.\n"
+                f"Build details and live logs: {self.page_url(preprint.id)}\n"
+            )
+            for stage_name in ("environment", "book"):
+                path = self.queue.logs.path(stage_log_key(job_id, stage_name))
+                text = "\n".join(line.text for line in read_lines(path)) if path.exists() else ""
+                if not text:
+                    text = f"(The {stage_name} stage did not run: the build stopped before it.)"
+                attachments.append(Attachment(f"{stage_name}.log", (text + "\n").encode()))
+        msg = self.mailer.message(preprint.email, subject, body, attachments)
+        try:
+            await self.mailer.send(msg)
+            note = f"sent to {preprint.email}"
+        except Exception as e:  # the SMTP server's own words, for the operator
+            note = f"not sent: {type(e).__name__}: {e}"
+            log.warning("email for build %s %s", build.id, note)
+        await self._set(build.id, notified=note)
+
+
+def _not_sources(directory: str, names: list[str]) -> set[str]:
+    """What a working-tree copy leaves out: Git's files, earlier builds, fetched data."""
+    skip = {".git", "_build", ".ipynb_checkpoints", "__pycache__"} & set(names)
+    if "binder" in names and "data" in names:
+        skip.add("data")  # the repository root: datasets are mounted there
+    return skip
+
+
+def _title(checkout: Path) -> str | None:
+    paper = checkout / "paper.md"
+    front = checks.front_matter(paper.read_text("utf-8", "replace")) if paper.is_file() else {}
+    title = front.get("title")
+    return str(title)[:300] if title else None
