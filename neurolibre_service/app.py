@@ -324,6 +324,7 @@ class NeuroLibre(Application):
 
     async def start_async(self) -> None:
         await self.setup()
+        await self.datasets.recover()
         await self.queue.start()
         self.server = HTTPServer(self.tornado_app, xheaders=True)
         self.server.listen(self.port, self.ip)

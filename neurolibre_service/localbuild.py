@@ -45,6 +45,7 @@ async def _run(args: argparse.Namespace) -> int:
             asyncio.create_task(_follow(app, stage_log_key(job_id, s), f"[{s}] ", sys.stdout))
             for s in LOGGED_STAGES
         ]
+        await app.datasets.recover()
         await app.queue.start()
         await _follow(app, stage_log_key(job_id, "main"), "", sys.stdout)
         await asyncio.sleep(0.1)  # let the stage followers print their last lines

@@ -174,15 +174,15 @@ class Pipeline:
         except (DataError, UnicodeDecodeError) as e:
             raise JobFailed(str(e)) from None
         mounts: list[tuple[str, Path]] = []
-        keys: list[str] = []
         for spec in specs:
             ds = await self.datasets.ensure(ctx, spec, env_prefix=env_prefix)
+            # linked at once: an admin cannot delete a dataset a running build uses
+            async with self.db.session() as s:
+                b = await s.get(Build, build_id)
+                if ds.key not in {d.key for d in b.datasets}:
+                    b.datasets.append(await s.get(Dataset, ds.key))
+                await s.commit()
             mounts.append((spec.project_name, self.datasets.path(ds.key, ds.project_name)))
-            keys.append(ds.key)
-        async with self.db.session() as s:
-            b = await s.get(Build, build_id)
-            b.datasets = list((await s.scalars(select(Dataset).where(Dataset.key.in_(keys)))).all())
-            await s.commit()
         return mounts
 
     async def _previous_cache(self, preprint_id: int, build_id: int, runtime_key: str,

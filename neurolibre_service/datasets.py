@@ -1,0 +1,578 @@
+"""Datasets: repo2data requirements, cache keys, a confined fetch with limits, and sizes.
+
+Each dataset of binder/data_requirement.json is keyed by its requirement (canonical JSON
+without "dst"), so the same requirement from any build or repository is fetched once and
+shared; a changed requirement gets a new key and is fetched anew next to the old data.
+
+repo2data never runs in the service: a small driver runs it in a separate process, confined
+(bubblewrap) so it can write only to a staging directory, with the preprint environment's
+`python3` first on PATH (a `src` may be Python code). The fetch has a time limit and a size
+limit: each file is capped by RLIMIT_FSIZE and the staging directory is measured while it
+runs, so an archive that expands past the limit is stopped. Only a complete fetch is renamed
+into the store (`root/<key>/<projectName>`); a failure leaves nothing there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, or_, select
+
+from .checks import PROJECT_NAME_RE
+from .db import Build, Database, Dataset, Job, JobStatus
+from .db.models import build_datasets, utcnow
+from .errors import Conflict, NotFound
+from .jobs import JobFailed
+
+if TYPE_CHECKING:
+    from .jobs import JobContext
+    from .sandbox import Sandbox
+
+KEY_RE = re.compile(r"[0-9a-f]{64}")
+STAGING = ".staging"
+# how often the staging directory is measured while a fetch runs
+POLL_SECONDS = 0.25
+STAGE_LENGTH = 64  # jobs.stage is a String(64)
+
+# repo2data's own dispatch (Repo2DataChild._scan_dl_type), to refuse a src it would ignore
+_HTTP = re.compile(r".*?(https?://).*?")
+_GIT = re.compile(r".*?\.git$")
+_GDRIVE = re.compile(r".*?(drive\.google\.com).*?")
+_OSF = re.compile(r".*?(https://osf\.io).*?")
+_CODE = re.compile(r".*?(import.*?;).*?")
+_S3 = re.compile(r".*?(s3://).*?")
+_ZENODO = re.compile(r".*?(10\.\d{4}/zenodo).*?")
+
+
+class DataError(Exception):
+    """A data requirement that cannot be used; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    entry: str | None  # the key in a several-dataset file, None for a single one
+    project_name: str
+    requirement: dict  # the entry as written
+    key: str  # sha256 of the canonical JSON of the entry without "dst"
+
+    @property
+    def label(self) -> str:
+        return self.project_name if self.entry is None else f"{self.entry} ({self.project_name})"
+
+    @property
+    def is_code(self) -> bool:
+        """Whether repo2data runs src as Python code (`python3 -c src`)."""
+        return source_kind(self.requirement["src"]) == "python"
+
+
+def requirement_key(entry: dict) -> str:
+    body = {k: v for k, v in entry.items() if k != "dst"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def source_kind(src: str) -> str | None:
+    """What repo2data does with src: the same order as its dispatch; None if it ignores it."""
+    if _HTTP.match(src) and not _GIT.match(src) and not _GDRIVE.match(src) and not _OSF.match(src):
+        return "url"
+    if _GIT.match(src):
+        return "datalad"
+    if _GDRIVE.match(src):
+        return "gdrive"
+    if _CODE.match(src):
+        return "python"
+    if _S3.match(src):
+        return "s3"
+    if _ZENODO.match(src):
+        return "zenodo"
+    if _OSF.match(src):
+        return "osf"
+    return None
+
+
+def parse_requirement(text: str, file: str = "binder/data_requirement.json") -> list[DatasetSpec]:
+    """The datasets a requirement file asks for, or DataError saying what to fix."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        where = f" (line {e.lineno}, column {e.colno})" if hasattr(e, "lineno") else ""
+        raise DataError(
+            f"{file} is not valid JSON{where}: {getattr(e, 'msg', e)}. "
+            "Fix the JSON syntax (double quotes, commas, braces)."
+        ) from None
+    if not isinstance(data, dict) or not data:
+        raise DataError(
+            f"{file} must be a JSON object describing a dataset, e.g. "
+            '{"src": "https://.../data.zip", "projectName": "my-data"}, or an object of such '
+            "objects for several datasets."
+        )
+    # the same rule as the layout check: several datasets are an object of objects
+    several = all(isinstance(v, dict) for v in data.values())
+    entries: dict[str | None, dict] = dict(data) if several else {None: data}
+    specs: list[DatasetSpec] = []
+    seen: dict[str, str | None] = {}
+    for entry, req in entries.items():
+        where = f"{file}, dataset {entry!r}" if entry is not None else file
+        src = req.get("src")
+        if not isinstance(src, str) or not src.strip():
+            raise DataError(
+                f"{where}: src is missing. Give src: a URL of a file or archive, a Git (DataLad) "
+                "URL, a Zenodo DOI, an OSF or Google Drive link, or Python code that downloads "
+                'the data into _dst (e.g. "import mylib; mylib.fetch(_dst)").'
+            )
+        if source_kind(src) is None:
+            raise DataError(
+                f"{where}: repo2data does not know how to fetch src {src!r}. Use an http(s) "
+                "URL, a Git URL ending in .git, s3://..., a Zenodo DOI (10.5281/zenodo.N), an "
+                "OSF or Google Drive link, or Python code with an import statement ending in ';'."
+            )
+        name = req.get("projectName")
+        if not isinstance(name, str) or not PROJECT_NAME_RE.fullmatch(name) or ".." in name:
+            raise DataError(
+                f"{where}: projectName {name!r} is missing or unsafe. Use letters, digits, "
+                "'.', '_' or '-' (the data goes to data/<projectName>)."
+            )
+        if name in seen:
+            other = seen[name]
+            raise DataError(
+                f"{where}: projectName {name!r} is also used by dataset {other!r}; both would "
+                "go to data/" + name + ". Give each dataset its own projectName."
+            )
+        seen[name] = entry
+        specs.append(DatasetSpec(entry, name, req, requirement_key(req)))
+    return specs
+
+
+# The driver runs in the confined process, with the service's Python (where repo2data is
+# installed). argv: requirement file (this entry only), destination folder, result file.
+DRIVER = r"""
+import errno, json, os, subprocess, sys, traceback, types
+
+req_path, data_dir, result_path = sys.argv[1:4]
+with open(req_path) as f:
+    requirement = json.load(f)
+dst = os.path.join(data_dir, requirement["projectName"])
+
+
+def finish(error=None, too_large=False):
+    with open(result_path, "w") as f:
+        json.dump({"error": error, "too_large": too_large}, f)
+    sys.stdout.flush()
+    os._exit(1 if error else 0)
+
+
+import requests
+import repo2data.repo2data as r2d
+
+answers = []
+
+
+class Permanent(Exception):
+    pass
+
+
+def get(url, *args, **kwargs):
+    # repo2data retries any answer but 200 three times with 5 s sleeps and then carries on
+    # as if it had succeeded: a permanent client error stops at once, every answer is noted
+    kwargs.setdefault("timeout", 300)
+    r = requests.get(url, *args, **kwargs)
+    answers.append(f"HTTP {r.status_code} {r.reason or ''}".strip())
+    if 400 <= r.status_code < 500 and r.status_code not in (408, 425, 429):
+        raise Permanent(f"{url} answered {answers[-1]}")
+    return r
+
+
+r2d.requests = types.SimpleNamespace(get=get)
+try:
+    fetcher = r2d.Repo2Data(req_path, server=True)
+    fetcher.set_server_dst_folder(data_dir)
+    fetcher.install()
+except Permanent as e:
+    finish(f"the download failed: {e}")
+except subprocess.CalledProcessError as e:
+    if e.cmd[:2] == ["python3", "-c"]:
+        finish(f"the Python code in src failed (exit status {e.returncode}); its output is above")
+    finish(f"{e.cmd[0]} failed (exit status {e.returncode}); its output is above")
+except FileNotFoundError as e:
+    if e.filename and not os.path.isabs(str(e.filename)):
+        finish(f"this src needs the program {e.filename!r}, which is not installed in the "
+               "environment or on the server")
+    traceback.print_exc()
+    finish(f"repo2data failed: {e}")
+except OSError as e:
+    traceback.print_exc()
+    finish(f"repo2data failed: {e}", too_large=e.errno == errno.EFBIG)
+except Exception as e:
+    traceback.print_exc()
+    finish(f"repo2data failed: {type(e).__name__}: {e}")
+
+if os.path.islink(dst) or not os.path.isdir(dst):
+    finish("repo2data left no data directory")
+if not [n for n in os.listdir(dst) if not n.endswith("repo2data_cache_record.json")]:
+    if answers:
+        said = ", ".join(dict.fromkeys(answers))
+        tries = f" ({len(answers)} attempts)" if len(answers) > 1 else ""
+        finish(f"no data arrived: {requirement['src']} answered {said}{tries}")
+    finish("repo2data fetched nothing: check src")
+finish()
+"""
+
+
+class DatasetStore:
+    """The shared data store: one directory per requirement key, one row per dataset."""
+
+    def __init__(
+        self,
+        db: Database,
+        root: Path,
+        sandbox: Sandbox,
+        *,
+        size_limit: int = 1 << 30,
+        time_limit: float = 1800.0,
+        python: str = sys.executable,
+    ):
+        self.db = db
+        self.root = Path(root)
+        self.sandbox = sandbox
+        self.size_limit = size_limit
+        self.time_limit = time_limit
+        self.python = python
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def path(self, key: str, project_name: str) -> Path:
+        """Where a ready dataset's data is: root/key/project_name."""
+        if not KEY_RE.fullmatch(key):
+            raise ValueError(f"not a dataset key: {key!r}")
+        if not PROJECT_NAME_RE.fullmatch(project_name) or ".." in project_name:
+            raise ValueError(f"not a project name: {project_name!r}")
+        return self.root / key / project_name
+
+    def _present(self, key: str, project_name: str) -> bool:
+        p = self.path(key, project_name)
+        return p.is_dir() and not p.is_symlink()
+
+    # -- fetching ------------------------------------------------------------------------
+
+    async def ensure(
+        self, ctx: JobContext, spec: DatasetSpec, *, env_prefix: Path | None
+    ) -> Dataset:
+        """The ready dataset for spec: reused if already fetched, otherwise fetched now."""
+        async with self._locks[spec.key]:
+            await ctx.stage(f"data: {spec.project_name}"[:STAGE_LENGTH])
+            async with self.db.session() as s:
+                ds = await s.get(Dataset, spec.key)
+                if ds is not None and ds.status == "ready":
+                    if self._present(spec.key, spec.project_name):
+                        ds.last_used_at = utcnow()
+                        await s.commit()
+                        ctx.say(
+                            f"Dataset {spec.label}: the same requirement was fetched "
+                            f"{_when(ds.fetched_at)} "
+                            f"({human_size(ds.size_bytes or 0)}); reusing it, nothing to download."
+                        )
+                        return ds
+                    ctx.say(f"Dataset {spec.label}: its data is missing from the store; "
+                            "fetching it again.")  # fmt: skip
+                if ds is None:
+                    ds = Dataset(key=spec.key, project_name=spec.project_name,
+                                 requirement=spec.requirement)  # fmt: skip
+                    s.add(ds)
+                ds.status, ds.error, ds.size_bytes, ds.fetched_at = "fetching", None, None, None
+                await s.commit()
+            try:
+                size = await self._fetch(ctx, spec, env_prefix)
+            except JobFailed as e:
+                await self._set(spec.key, status="failed", error=str(e))
+                raise
+            except Exception as e:
+                await self._set(spec.key, status="failed", error=f"{type(e).__name__}: {e}")
+                raise
+            now = utcnow()
+            await self._set(spec.key, status="ready", size_bytes=size, fetched_at=now,
+                            last_used_at=now, error=None)  # fmt: skip
+            ctx.say(f"Dataset {spec.label} ready: {human_size(size)}.")
+            async with self.db.session() as s:
+                return await s.get(Dataset, spec.key, populate_existing=True)
+
+    async def _set(self, key: str, **values) -> None:
+        async with self.db.session() as s:
+            ds = await s.get(Dataset, key)
+            if ds is not None:
+                for k, v in values.items():
+                    setattr(ds, k, v)
+                await s.commit()
+
+    async def _fetch(self, ctx: JobContext, spec: DatasetSpec, env_prefix: Path | None) -> int:
+        name = spec.project_name
+        if spec.is_code and env_prefix is None:
+            raise JobFailed(
+                f"Dataset {spec.label}: src is Python code, which runs in the preprint's own "
+                "environment, and this environment has no local Python to run it with. Use a "
+                "URL, DOI or repository as src, or ask the operator for the local builder."
+            )
+        staging = self.root / STAGING / f"{spec.key}-{secrets.token_hex(4)}"
+        data_dir = staging / "data"
+        await asyncio.to_thread(data_dir.mkdir, parents=True)
+        req_file = staging / "requirement.json"
+        req_file.write_text(json.dumps(spec.requirement, indent=1) + "\n")
+        result_file = staging / "result.json"
+        try:
+            code = await self._run(ctx, spec, env_prefix, staging, [str(req_file), str(data_dir),
+                                                                     str(result_file)])  # fmt: skip
+            size = await asyncio.to_thread(du, staging)
+            result = _read_result(result_file)
+            if result.get("too_large") or size > self.size_limit:
+                raise JobFailed(self._too_large(spec))
+            if code != 0 or result.get("error"):
+                why = result.get("error") or f"repo2data exited with status {code}"
+                raise JobFailed(f"Fetching dataset {spec.label} failed: {why}. "
+                                "See the data log for details.")  # fmt: skip
+            src = data_dir / name
+            if src.is_symlink() or not src.is_dir():
+                raise JobFailed(f"Fetching dataset {spec.label} failed: repo2data left no "
+                                "data directory.")  # fmt: skip
+            # only the dataset's own directory goes to the store, by two renames on one disk
+            ready = staging / "ready"
+            ready.mkdir()
+            src.rename(ready / name)
+            target = self.root / spec.key
+            if target.exists() or target.is_symlink():
+                # leftovers of a fetch interrupted before its row said "ready"
+                old = staging / "old"
+                target.rename(old)
+            ready.rename(target)
+            return await asyncio.to_thread(du, target)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    def _too_large(self, spec: DatasetSpec) -> str:
+        return (
+            f"Dataset {spec.label} grew past the size limit of {human_size(self.size_limit)} "
+            "(c.NeuroLibre.data_size_limit) and was stopped; nothing was kept. Publish a "
+            "smaller dataset, or ask the operator to raise the limit."
+        )
+
+    async def _run(self, ctx: JobContext, spec: DatasetSpec, env_prefix: Path | None,
+                   staging: Path, args: list[str]) -> int:  # fmt: skip
+        python = Path(self.python)
+        tools = {Path(sys.prefix), Path(sys.base_prefix), python.resolve().parent.parent}
+        if env_prefix is not None:
+            env_prefix = Path(env_prefix)
+            tools.add(env_prefix)
+            env_python = env_prefix / "bin" / "python3"
+            if env_python.exists():
+                tools.add(env_python.resolve().parent.parent)
+        readable = sorted(t for t in tools if t != Path("/") and t.exists())
+        prlimit = shutil.which("prlimit")
+        if prlimit is None:
+            raise JobFailed("The server cannot limit dataset sizes: prlimit (util-linux) is not "
+                            "installed. Ask the operator to install util-linux.")  # fmt: skip
+        # one file larger than the limit fails at once (EFBIG, or SIGXFSZ for tar and unzip)
+        argv = [prlimit, f"--fsize={self.size_limit + 1}", "--",
+                str(python), "-I", "-u", "-c", DRIVER, *args]  # fmt: skip
+        wrapped = self.sandbox.wrap(argv, writable=[staging], readable=readable, cwd=staging)
+        env = self.sandbox.env(
+            path_prefix=[str(env_prefix / "bin")] if env_prefix is not None else [],
+            extra={"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"},
+        )
+        where = f" with {env_prefix / 'bin' / 'python3'}" if spec.is_code else ""
+        ctx.say(
+            f"Fetching dataset {spec.label} with repo2data{where} (size limit "
+            f"{human_size(self.size_limit)}, time limit {_duration(self.time_limit)})."
+        )
+        if self.sandbox.kind == "bwrap":
+            ctx.say("repo2data runs confined (bubblewrap): it may write only to its staging "
+                    "directory.")  # fmt: skip
+        else:
+            ctx.say("!! repo2data runs unconfined (sandbox = 'none').")
+
+        run = asyncio.ensure_future(ctx.run(wrapped, cwd=staging, env=env))
+        too_large = False
+        try:
+            async with asyncio.timeout(self.time_limit):
+                while True:
+                    done, _ = await asyncio.wait({run}, timeout=POLL_SECONDS)
+                    if done:
+                        break
+                    if await asyncio.to_thread(du, staging) > self.size_limit:
+                        too_large = True
+                        break
+        except TimeoutError:
+            raise JobFailed(
+                f"Fetching dataset {spec.label} took longer than the time limit of "
+                f"{_duration(self.time_limit)} (c.NeuroLibre.data_time_limit) and was stopped."
+            ) from None
+        finally:
+            if not run.done():
+                run.cancel()  # kills the process tree
+                await asyncio.gather(run, return_exceptions=True)
+        if too_large:
+            raise JobFailed(self._too_large(spec))
+        return run.result()
+
+    # -- administration ------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """At start: drop staging leftovers and mark fetches cut short by a restart failed."""
+        await asyncio.to_thread(shutil.rmtree, self.root / STAGING, True)
+        async with self.db.session() as s:
+            for ds in (await s.scalars(select(Dataset).where(Dataset.status == "fetching"))).all():
+                ds.status = "failed"
+                ds.error = "Interrupted by a service restart; fetched again when next needed."
+            await s.commit()
+
+    async def _users(self, keys: list[str] | None = None) -> dict[str, set[int]]:
+        """Dataset key -> preprints using it (a build in progress, or a preprint's latest)."""
+        latest = select(func.max(Build.id)).group_by(Build.preprint_id)
+        q = (
+            select(build_datasets.c.dataset_key, Build.preprint_id)
+            .join(Build, Build.id == build_datasets.c.build_id)
+            .join(Job, Job.id == Build.job_id)
+            .where(or_(Job.status.in_([JobStatus.queued, JobStatus.running]), Build.id.in_(latest)))
+        )
+        if keys is not None:
+            q = q.where(build_datasets.c.dataset_key.in_(keys))
+        users: dict[str, set[int]] = defaultdict(set)
+        async with self.db.session() as s:
+            for key, preprint_id in (await s.execute(q)).all():
+                users[key].add(preprint_id)
+        return users
+
+    async def list(self) -> list[dict]:
+        """Every dataset, most recently used first, with its size, status and use."""
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(Dataset))).all()
+        users = await self._users()
+        rows = sorted(rows, key=lambda d: _aware(d.last_used_at or d.created_at), reverse=True)
+        return [self.to_dict(d, bool(users.get(d.key))) for d in rows]
+
+    async def delete(self, key: str) -> None:
+        """Remove an unused dataset's data and row."""
+        if not KEY_RE.fullmatch(key):
+            raise NotFound(f"No dataset {key!r}.")
+        lock = self._locks[key]
+        if lock.locked():
+            raise Conflict("This dataset is being fetched by a build; try again when it ends.")
+        async with lock:
+            async with self.db.session() as s:
+                ds = await s.get(Dataset, key)
+                if ds is None:
+                    raise NotFound(f"No dataset {key!r}.")
+                users = (await self._users([key])).get(key)
+                if users:
+                    which = ", ".join(str(i) for i in sorted(users))
+                    noun = "preprint" if len(users) == 1 else "preprints"
+                    raise Conflict(
+                        f"Dataset {ds.project_name} is in use by {noun} {which} (by a build in "
+                        "progress or a preprint's latest build); it can be deleted once no "
+                        "preprint's latest build uses it."
+                    )
+                # out of the store first (one rename), then the row, then the bytes
+                target = self.root / key
+                trash = self.root / STAGING / f"deleted-{key}-{secrets.token_hex(4)}"
+                if target.exists() or target.is_symlink():
+                    trash.parent.mkdir(parents=True, exist_ok=True)
+                    target.rename(trash)
+                await s.execute(sql_delete(Dataset).where(Dataset.key == key))
+                await s.commit()
+            await asyncio.to_thread(_remove, trash)
+
+    def to_dict(self, ds: Dataset, in_use: bool) -> dict:
+        return {
+            "key": ds.key,
+            "project_name": ds.project_name,
+            "requirement": ds.requirement,
+            "status": ds.status,
+            "size_bytes": ds.size_bytes,
+            "size": human_size(ds.size_bytes) if ds.size_bytes is not None else None,
+            "error": ds.error,
+            "in_use": in_use,
+            "created_at": _iso(ds.created_at),
+            "fetched_at": _iso(ds.fetched_at),
+            "last_used_at": _iso(ds.last_used_at),
+        }
+
+
+def du(path: Path) -> int:
+    """Bytes in the files under path; symbolic links are not followed."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def human_size(n: int) -> str:
+    """1073741824 -> "1 GB" (powers of 1024, as the limits are configured)."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1024
+        if value < 1024 or unit == "TB":
+            break
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone=True columns
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return _aware(dt).isoformat() if dt is not None else None
+
+
+def _when(dt: datetime | None) -> str:
+    return _aware(dt).strftime("on %Y-%m-%d at %H:%M UTC") if dt is not None else "earlier"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} seconds"
+
+
+__all__ = [
+    "DataError",
+    "DatasetSpec",
+    "DatasetStore",
+    "du",
+    "human_size",
+    "parse_requirement",
+    "requirement_key",
+    "source_kind",
+]
