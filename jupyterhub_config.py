@@ -98,7 +98,6 @@ c.JupyterHub.services = [
     }
 ]
 if MAIL_SINK_PORT != "off":
-    (DATA / "mail").mkdir(exist_ok=True)
     c.JupyterHub.services.append(
         {
             "name": "mail-sink",

@@ -69,11 +69,15 @@ class Hub:
         return self.data / "neurolibre"
 
     def mails(self) -> list:
-        """Emails the hub's mail sink received (mailbox.MaildirMessage), in no order."""
+        """Emails the hub's mail sink received (email.message.EmailMessage), in no order."""
+        import email
+        import email.policy
         import mailbox
 
+        if not (self.data / "mail" / "new").is_dir():
+            return []  # the sink creates its Maildir with the first message
         box = mailbox.Maildir(self.data / "mail", create=False)
-        return list(box)
+        return [email.message_from_bytes(m.as_bytes(), policy=email.policy.default) for m in box]
 
     def start(self, timeout: float = 60) -> None:
         config = self.workdir / "jupyterhub_config.py"

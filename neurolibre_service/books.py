@@ -1,0 +1,526 @@
+"""Books: the Jupyter Book in a checkout, re-executed in its built environment.
+
+One engine per book format (Jupyter Book 1: content/_config.yml + _toc.yml; MyST, from
+myst.yml, is recognised but not built yet) knows how to prepare the checkout, which command
+builds it and where the results are. One
+runner per place a build can run (here, on this machine under bubblewrap; a Docker runner has
+the same shape) only runs that command, with each dataset at `data/<projectName>`, read-only.
+
+Notebooks are re-executed on every build, but through an execution cache handed from one build
+of a repository to the next: a notebook whose code did not change takes its outputs from the
+cache, so a commit that edits only prose executes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from traitlets import Float, Instance, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .jobs import JobContext, JobFailed, _duration
+from .sandbox import Sandbox
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# myst-nb's log lines: "<path>: Executed notebook in 1.2 seconds [mystnb]" and friends
+EXECUTING = re.compile(r"^(?P<path>\S.*?): Executing notebook using")
+EXECUTED = re.compile(r"^(?P<path>\S.*?): Executed notebook in")
+CACHED = re.compile(r"^(?P<path>\S.*?): Using cached notebook: ID=")
+FAILED = re.compile(r"^(?P<path>\S.*?): WARNING: Executing notebook failed")
+CACHE_ID = re.compile(r": (?:Using cached notebook|Cached executed notebook): ID=(?P<id>\d+)")
+PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+CACHE_IN_CHECKOUT = ".neurolibre-exec-cache"  # where a build's execution cache lives
+NOTEBOOK_SUFFIXES = (".ipynb", ".md", ".myst", ".py")
+
+
+class BookError(JobFailed):
+    """The repository's book cannot be built as it is; the message tells its author why."""
+
+
+@dataclass(frozen=True)
+class BookSource:
+    engine: str  # "jupyter-book" (Jupyter Book 1: _config.yml + _toc.yml) or "myst" (myst.yml)
+    root: Path  # content/ for Jupyter Book 1; the directory holding myst.yml for MyST
+
+
+@dataclass(frozen=True)
+class BookResult:
+    engine: str
+    html_dir: Path  # out_dir / "html", with index.html
+    cache_dir: Path | None  # out_dir / "exec-cache": the execution cache for the next build
+    executed: int  # notebooks executed in this build
+    cached: int  # notebooks whose outputs came from the execution cache
+
+
+def find_book(checkout: Path) -> BookSource:
+    """Which book the repository has: Jupyter Book 1 in content/, or MyST (myst.yml)."""
+    content = checkout / "content"
+    if (content / "_toc.yml").is_file():
+        return _confined(checkout, BookSource("jupyter-book", content), "_toc.yml", "_config.yml")
+    if (content / "_config.yml").is_file():
+        raise BookError(
+            "content/_config.yml is there but content/_toc.yml is not: Jupyter Book needs a "
+            "table of contents. Add content/_toc.yml listing the book's pages."
+        )
+    for root in (content, checkout):
+        if (root / "myst.yml").is_file():
+            return _confined(checkout, BookSource("myst", root), "myst.yml")
+    raise BookError(
+        "No book to build: add content/_config.yml and content/_toc.yml (Jupyter Book), or a "
+        "myst.yml (MyST) in content/ or at the repository root."
+    )
+
+
+def _confined(checkout: Path, source: BookSource, *names: str) -> BookSource:
+    """The book's directory and settings files must be in the repository (symbolic links that
+    lead out of it would make the service read, write or publish files of its own)."""
+    top = checkout.resolve()
+    for path in (source.root, *(source.root / n for n in names)):
+        if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(top):
+            raise BookError(
+                f"{path.relative_to(checkout).as_posix()} is a symbolic link that leads out of "
+                "the repository: the book must be inside it."
+            )
+    return source
+
+
+@dataclass
+class _Progress:
+    """What the book's log says about its notebooks, read line by line as it streams."""
+
+    executed: set[str] = field(default_factory=set)
+    cached: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    current: str | None = None  # the notebook executing now
+    cache_ids: set[int] = field(default_factory=set)  # execution cache records this build used
+
+    def see(self, line: str) -> None:
+        if m := CACHE_ID.search(line):
+            self.cache_ids.add(int(m["id"]))
+        if m := EXECUTING.match(line):
+            self.current = m["path"]
+        elif m := EXECUTED.match(line):
+            self.executed.add(m["path"])
+            self.current = None
+        elif m := CACHED.match(line):
+            self.cached.add(m["path"])
+        elif m := FAILED.match(line):
+            self.failed.add(m["path"])
+            self.executed.add(m["path"])
+            self.current = None
+
+
+class _TappedLog:
+    """A job's log channel that drops terminal colours and lets the book engine read along."""
+
+    def __init__(self, channel, on_line: Callable[[str], None]):
+        self._channel = channel
+        self._on_line = on_line
+
+    def write(self, text: str):
+        text = ANSI.sub("", text)
+        self._on_line(text)
+        return self._channel.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._channel, name)
+
+
+@dataclass
+class _Run:
+    """One book build in progress: what the engine tells the runner to run."""
+
+    source: BookSource
+    checkout: Path
+    env_prefix: Path
+    out_dir: Path
+    argv: list[str]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    progress: _Progress = field(default_factory=_Progress)
+
+
+# run with the environment's jupyter-cache (a dependency of Jupyter Book 1)
+PRUNE = """
+import sys
+from jupyter_cache import get_cache
+cache = get_cache(sys.argv[1])
+keep = {int(pk) for pk in sys.argv[2:]}
+for record in cache.list_project_records():
+    cache.remove_nb_from_project(record.pk)
+stale = [r.pk for r in cache.list_cache_records() if r.pk not in keep]
+for pk in stale:
+    cache.remove_cache(pk)
+print(f"Execution cache for the next build: {len(keep)} kept, {len(stale)} outdated dropped.")
+"""
+
+
+class _JupyterBook1:
+    """Jupyter Book 1 (`jupyter-book<2`): Sphinx and myst-nb, executed through jupyter-cache."""
+
+    name = "jupyter-book"
+    # sphinx settings that would undo the execution settings below
+    SPHINX_KEYS = ("nb_execution_mode", "nb_execution_cache_path", "nb_execution_allow_errors",
+                   "nb_execution_raise_on_error", "jupyter_execute_notebooks",
+                   "execution_allow_errors")  # fmt: skip
+
+    def __init__(self, runner: BookRunner):
+        self.runner = runner
+
+    async def prepare(self, ctx: JobContext, source: BookSource, checkout: Path,
+                      env_prefix: Path, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
+        jb = env_prefix / "bin" / "jupyter-book"
+        version = _installed_version(env_prefix, "jupyter_book")
+        if not jb.exists() or version is None:
+            raise BookError(
+                "The environment has no jupyter-book: add jupyter-book<2 (e.g. "
+                "jupyter-book==1.0.4.post1) to binder/requirements.txt."
+            )
+        if int(version.split(".")[0]) >= 2:
+            raise BookError(
+                f"content/_toc.yml makes this a Jupyter Book 1 book, but the environment has "
+                f"jupyter-book {version} (2 and later build MyST projects from myst.yml). Pin "
+                "jupyter-book<2 in binder/requirements.txt."
+            )
+        ctx.say(f"Jupyter Book {version}")
+        cache = checkout / CACHE_IN_CHECKOUT
+        await asyncio.to_thread(_remove, cache)
+        if cache_in is not None and cache_in.is_dir():
+            await asyncio.to_thread(shutil.copytree, cache_in, cache, symlinks=True)
+        else:
+            cache.mkdir()
+        self._configure(ctx, source.root, cache)
+        await asyncio.to_thread(_remove, source.root / "_build")
+        argv = [str(jb), "build", "--all", str(source.root)]
+        return _Run(source, checkout, env_prefix, out_dir, argv)
+
+    def _configure(self, ctx: JobContext, root: Path, cache: Path) -> None:
+        """Execute through the cache whatever the author's _config.yml says; keep the rest."""
+        path = root / "_config.yml"
+        config: dict = {}
+        if path.is_file():
+            try:
+                config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                raise BookError(f"content/_config.yml is not valid YAML: {e}") from None
+            if not isinstance(config, dict):
+                raise BookError("content/_config.yml must be a mapping of settings.")
+        execute = config.get("execute") or {}
+        if not isinstance(execute, dict):
+            raise BookError("content/_config.yml: `execute` must be a mapping of settings.")
+        mode = execute.get("execute_notebooks")
+        if mode is False:
+            mode = "off"  # YAML reads a bare `off` as false
+        if mode is not None and mode != "cache":
+            ctx.say(f"content/_config.yml sets execute_notebooks: {mode}; NeuroLibre runs "
+                    "'cache' instead: every notebook is re-executed unless the execution cache "
+                    "of an earlier build has its outputs for the same code.")  # fmt: skip
+        if execute.get("allow_errors"):
+            ctx.say("content/_config.yml sets allow_errors: true; it is ignored here: a cell that "
+                    "raises fails the build. To show an error on purpose, tag that cell "
+                    "`raises-exception`.")  # fmt: skip
+        execute.update(execute_notebooks="cache", cache=str(cache), allow_errors=False,
+                       raise_on_error=False)  # fmt: skip
+        config["execute"] = execute
+        sphinx_config = (config.get("sphinx") or {}).get("config")
+        if isinstance(sphinx_config, dict):
+            for key in self.SPHINX_KEYS:
+                if sphinx_config.pop(key, None) is not None:
+                    ctx.say(f"content/_config.yml: sphinx.config.{key} is ignored (execution "
+                            "settings are NeuroLibre's).")  # fmt: skip
+        path.unlink(missing_ok=True)  # a symbolic link (inside the repository) stays untouched
+        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+                        encoding="utf-8")  # fmt: skip
+
+    def after(self, run: _Run) -> list[str] | None:
+        """A command to run after a successful build: drop what the next build cannot use
+        from the execution cache, so it does not grow with every version of every notebook."""
+        cache = run.checkout / CACHE_IN_CHECKOUT
+        if not _has_files(cache):
+            return None
+        python = run.env_prefix / "bin" / "python"
+        return [str(python), "-c", PRUNE, str(cache), *map(str, sorted(run.progress.cache_ids))]
+
+    async def collect(self, ctx: JobContext, run: _Run, code: int) -> tuple[Path, Path | None]:
+        """Move the HTML and the cache to out_dir; raise if the build or a notebook failed."""
+        built = run.source.root / "_build" / "html"
+        html = run.out_dir / "html"
+        cache_out = await self.keep_cache(run)
+        await asyncio.to_thread(_replace, built if _real_dir(built) else None, html)
+        failed = _reports(html)
+        if failed:
+            for docname, report in failed:
+                ctx.say(f"--- {self._notebook(run.source.root, docname)}: what failed ---")
+                for line in _traceback(report).splitlines():
+                    ctx.log.write(line)
+            first_report = failed[0][1]
+            names = ", ".join(self._notebook(run.source.root, d) for d, _ in failed)
+            what = _last_line(_traceback(first_report))
+            raise JobFailed(
+                f"{names} failed when re-executed"
+                + (f" ({what})" if what and len(failed) == 1 else "")
+                + ": open the book log; each failing notebook's error is under "
+                "'--- <notebook>: what failed ---'. A notebook must run from top to bottom "
+                "in the environment built from binder/, with data only from data/."
+            )
+        if code != 0:
+            raise JobFailed(
+                f"The book build failed (jupyter-book exited with status {code}): open the "
+                "book log, the reason is in its last lines (often a mistake in _toc.yml or "
+                "_config.yml, or a page that does not parse)."
+            )
+        if not (html / "index.html").is_file():
+            raise JobFailed("The book build produced no index.html: open the book log.")
+        return html, cache_out
+
+    async def keep_cache(self, run: _Run) -> Path | None:
+        """Move the execution cache to out_dir/exec-cache (even when the build failed: it
+        holds only notebooks that ran to the end, which the next build need not run again)."""
+        cache, cache_out = run.checkout / CACHE_IN_CHECKOUT, run.out_dir / "exec-cache"
+        await asyncio.to_thread(_replace, cache if _has_files(cache) else None, cache_out)
+        return cache_out if cache_out.is_dir() else None
+
+    @staticmethod
+    def _notebook(root: Path, docname: str) -> str:
+        """content/name.ipynb for a Sphinx document name."""
+        for suffix in NOTEBOOK_SUFFIXES:
+            if (root / f"{docname}{suffix}").is_file():
+                docname += suffix
+                break
+        return f"{root.name}/{docname}"
+
+
+def _real_dir(path: Path) -> bool:
+    """A directory reached without a symbolic link (the build may have made some)."""
+    return path.is_dir() and path.resolve() == path.absolute()
+
+
+def _installed_version(env_prefix: Path, module: str) -> str | None:
+    """The version of a distribution installed in a virtual environment (its dist-info)."""
+    for info in sorted(env_prefix.glob(f"lib/python*/site-packages/{module}-*.dist-info")):
+        return info.name[len(module) + 1 : -len(".dist-info")]
+    return None
+
+
+def _has_files(path: Path) -> bool:
+    return _real_dir(path) and any(path.iterdir())
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _replace(src: Path | None, dst: Path) -> None:
+    """Move a build's output to dst, without the symbolic links the build may have put in it:
+    published files and the next build's cache are only what the build wrote."""
+    shutil.rmtree(dst, ignore_errors=True)
+    if src is not None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+        for root, dirs, files in os.walk(dst):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(root, name)):
+                    os.unlink(os.path.join(root, name))
+
+
+def _reports(html: Path) -> list[tuple[str, Path]]:
+    """myst-nb writes one reports/<docname>.err.log per notebook that failed to execute."""
+    reports = html / "reports"
+    if not reports.is_dir():
+        return []
+    return sorted((str(p.relative_to(reports))[: -len(".err.log")], p)
+                  for p in reports.rglob("*.err.log"))  # fmt: skip
+
+
+def _traceback(report: Path) -> str:
+    text = ANSI.sub("", report.read_text(encoding="utf-8", errors="replace"))
+    # from nbclient's message on: the frames above it are the executor's, not the author's
+    start = text.find("An error occurred while executing")
+    if start < 0:
+        start = text.find("A cell timed out")
+    return text[start:] if start >= 0 else text
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+class BookRunner(LoggingConfigurable):
+    """Builds a checkout's book in its environment. Subclasses only say how a command runs."""
+
+    time_limit = Float(
+        600,
+        help="""Seconds a book build may take, notebooks included; past it the build is stopped
+        and fails. Each notebook's cells also obey the book's own execute.timeout.""",
+    ).tag(config=True)
+
+    myst_theme = Unicode(
+        "",
+        help="""A MyST site template (e.g. the book-theme) on this machine, for MyST books.
+        MyST downloads its theme at build time otherwise, which fails without internet.""",
+    ).tag(config=True)
+
+    def engine(self, name: str):
+        if name == "jupyter-book":
+            return _JupyterBook1(self)
+        raise BookError(
+            "This repository's book is a MyST project (myst.yml), which this service cannot "
+            "build yet. Use a Jupyter Book 1 book: content/_config.yml and content/_toc.yml, "
+            "with jupyter-book<2 in binder/requirements.txt."
+        )
+
+    async def build(self, ctx: JobContext, *, checkout: Path, env_prefix: Path,
+                    datasets: Sequence[tuple[str, Path]], cache_in: Path | None,
+                    out_dir: Path) -> BookResult:  # fmt: skip
+        checkout = checkout.resolve()
+        source = find_book(checkout)
+        for name, _ in datasets:
+            if not PROJECT_NAME.fullmatch(name) or ".." in name:
+                raise BookError(f"Dataset name {name!r} cannot be a directory under data/.")
+        engine = self.engine(source.engine)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run = await engine.prepare(ctx, source, checkout, env_prefix, cache_in, out_dir)
+        rel = source.root.relative_to(checkout).as_posix()
+        ctx.say(f"Building the book ({source.engine}, in {rel if rel != '.' else 'the root'}) "
+                f"with {_duration(self.time_limit)} at most.")  # fmt: skip
+        self.announce(ctx)
+        tapped = ctx.with_log(_TappedLog(ctx.log, run.progress.see))
+        try:
+            async with asyncio.timeout(self.time_limit):
+                code = await self.run(tapped, run.argv, checkout=checkout, env_prefix=env_prefix,
+                                      datasets=datasets, extra_env=run.extra_env)  # fmt: skip
+                after = engine.after(run) if code == 0 else None
+                if after and await self.run(ctx, after, checkout=checkout, env_prefix=env_prefix,
+                                            datasets=(), extra_env=run.extra_env):  # fmt: skip
+                    ctx.say("!! Tidying the execution cache failed; it is kept whole.")
+        except TimeoutError:
+            running = run.progress.current
+            where = f" while executing {self._rel(running, checkout)}" if running else ""
+            await engine.keep_cache(run)  # what executed before the stop serves the next build
+            raise JobFailed(
+                f"The book build was stopped{where}: it exceeded the time limit of "
+                f"{_duration(self.time_limit)} (c.{type(self).__name__}.time_limit). Make the "
+                "notebooks faster (e.g. compute heavy results beforehand and read them from "
+                "the data), or ask the operator for a longer limit."
+            ) from None
+        progress = run.progress
+        html, cache_dir = await engine.collect(ctx, run, code)
+        executed, cached = len(progress.executed), len(progress.cached)
+        total = executed + cached
+        ctx.say(f"{total} notebook{'s' if total != 1 else ''}: {executed} executed, "
+                f"{cached} from the cache")  # fmt: skip
+        return BookResult(source.engine, html, cache_dir, executed, cached)
+
+    @staticmethod
+    def _rel(path: str, checkout: Path) -> str:
+        p = Path(path)
+        return p.relative_to(checkout).as_posix() if p.is_relative_to(checkout) else path
+
+    def announce(self, ctx: JobContext) -> None:
+        """Say in the log where and how confined the book runs."""
+
+    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path,
+                  env_prefix: Path, datasets: Sequence[tuple[str, Path]],
+                  extra_env: dict[str, str]) -> int:  # fmt: skip
+        """Run a command of the book's in the checkout, datasets read-only at data/<name>."""
+        raise NotImplementedError
+
+
+class LocalBookRunner(BookRunner):
+    """Runs the book on this machine, confined like local environment builds (bubblewrap)."""
+
+    sandbox = Instance(Sandbox, help="How the book build is confined (set by the service).")
+
+    def announce(self, ctx: JobContext) -> None:
+        if self.sandbox.kind == "bwrap":
+            ctx.say("The book runs confined (bubblewrap): read-only system, writes only to the "
+                    "checkout, data read-only.")  # fmt: skip
+        else:
+            ctx.say("!! The book runs unconfined (sandbox = 'none'): data/ links to the datasets.")
+
+    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path,
+                  env_prefix: Path, datasets: Sequence[tuple[str, Path]],
+                  extra_env: dict[str, str]) -> int:  # fmt: skip
+        confined = self.sandbox.kind == "bwrap"
+        mounts = _data_mounts(ctx, checkout, datasets, link=not confined)
+        readable = [env_prefix, *_base_prefixes(env_prefix)]
+        argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=checkout)
+        if confined:
+            argv = with_ro_binds(argv, mounts)
+        env = self.sandbox.env(
+            path_prefix=[str(env_prefix / "bin")],
+            extra={
+                "VIRTUAL_ENV": str(env_prefix),
+                "PYTHONUNBUFFERED": "1",
+                "NO_COLOR": "1",
+                "JUPYTER_PLATFORM_DIRS": "1",
+                "MPLBACKEND": "Agg",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                **extra_env,
+            },
+        )
+        return await ctx.run(argv, cwd=checkout, env=env)
+
+
+def with_ro_binds(argv: list[str], binds: Sequence[tuple[Path, Path]]) -> list[str]:
+    """Add read-only bind mounts (source, target) to a bubblewrap command from Sandbox.wrap.
+
+    They go last among the mounts, so they land inside the writable checkout bound before.
+    """
+    at = argv.index("--")
+    extra = [arg for src, dst in binds for arg in ("--ro-bind", str(src), str(dst))]
+    return [*argv[:at], *extra, *argv[at:]]
+
+
+def _data_mounts(ctx: JobContext, checkout: Path, datasets: Sequence[tuple[str, Path]], *,
+                 link: bool) -> list[tuple[Path, Path]]:  # fmt: skip
+    """Make checkout/data/<name> ready to receive each dataset; returns (dataset, target).
+
+    Whatever the repository has there (a file, a symlink, a directory) is replaced, and data/
+    itself must be a real directory, so a repository cannot aim the mount elsewhere.
+    """
+    if not datasets:
+        return []
+    data = checkout / "data"
+    if data.is_symlink() or (data.exists() and not data.is_dir()):
+        ctx.say("The repository's data/ is not a directory; it is replaced for the build.")
+        data.unlink()
+    data.mkdir(exist_ok=True)
+    mounts = []
+    for name, src in datasets:
+        target = data / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            ctx.say(f"The repository's data/{name} is replaced by the dataset {name}.")
+            shutil.rmtree(target)
+        if link:
+            target.symlink_to(Path(src).resolve(), target_is_directory=True)
+        else:
+            target.mkdir()
+        mounts.append((Path(src).resolve(), target))
+    return mounts
+
+
+def _base_prefixes(env_prefix: Path) -> list[Path]:
+    """The Python installation a virtual environment was made from (it may live under /tmp)."""
+    try:
+        cfg = (env_prefix / "pyvenv.cfg").read_text()
+    except OSError:
+        return []
+    for line in cfg.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            prefix = Path(value.strip()).resolve().parent
+            return [prefix] if prefix != Path("/") and prefix.is_dir() else []
+    return []

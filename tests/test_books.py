@@ -1,0 +1,314 @@
+"""An author's book is re-executed in its environment, with its data, through the cache.
+
+Real parts: a uv virtual environment with Jupyter Book 1 and a kernel, bubblewrap, the job
+queue on SQLite, real notebook execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from uv import find_uv_bin
+
+from neurolibre_service.books import BookError, BookResult, LocalBookRunner, find_book
+from neurolibre_service.sandbox import Sandbox
+
+from .conftest import need
+from .support.pkgindex import PackageIndex, book_wheels, cache_dir, server_wheels
+from .test_environments import marker_processes, wait_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def notebook(title: str, *cells: str) -> str:
+    md = {"cell_type": "markdown", "id": "title", "metadata": {}, "source": f"# {title}"}
+    code = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
+             "outputs": [], "source": src} for i, src in enumerate(cells)]  # fmt: skip
+    return json.dumps({
+        "cells": [md, *code],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }, indent=1)  # fmt: skip
+
+
+def book(pages: dict[str, str], *, config: str = "title: A living preprint\n") -> dict[str, str]:
+    """A repository's files: content/ with intro.md first, then `pages` in the toc."""
+    chapters = "".join(f"  - file: {Path(n).stem}\n" for n in pages)
+    return {
+        "content/_config.yml": config,
+        "content/_toc.yml": f"format: jb-book\nroot: intro\nchapters:\n{chapters}",
+        "content/intro.md": "# A living preprint\n\nThe first version of the prose.\n",
+        **{f"content/{n}": text for n, text in pages.items()},
+    }
+
+
+TWO_NOTEBOOKS = {
+    "one.ipynb": notebook("One", "print('the answer is', 6 * 7)"),
+    "two.ipynb": notebook("Two", "print('two sums to', sum(range(5)))"),
+}
+
+
+@pytest.fixture(scope="module")
+def book_env(tmp_path_factory) -> Path:
+    """A virtual environment as the local builder makes it: Jupyter Book 1 and a kernel."""
+    need("bubblewrap", bool(shutil.which("bwrap")))
+    index = PackageIndex([server_wheels(cache_dir()), book_wheels(cache_dir())])
+    prefix = tmp_path_factory.mktemp("envs") / "book"
+    env = dict(os.environ, UV_DEFAULT_INDEX=index.url, UV_CACHE_DIR=str(cache_dir() / "uv"),
+               UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")  # fmt: skip
+    try:
+        uv = find_uv_bin()
+        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(prefix)], env=env,
+                       check=True)  # fmt: skip
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(prefix / "bin" / "python"),
+                        "jupyter-book==1.0.4.post1", "ipykernel"], env=env, check=True)  # fmt: skip
+    finally:
+        index.close()
+    return prefix
+
+
+@dataclass
+class Outcome:
+    status: str
+    error: str | None
+    result: BookResult | None
+    log: str
+    out_dir: Path
+
+
+@pytest.fixture(scope="module")
+async def books(tmp_path_factory, book_env):
+    """build(files, ...) -> Outcome: one book build as a job of a real queue, on SQLite."""
+    from neurolibre_service.db import Database, Job
+    from neurolibre_service.jobs import JobQueue
+    from neurolibre_service.logs import LogStore, Redactor
+
+    root = tmp_path_factory.mktemp("books")
+    db = Database(f"sqlite:///{root / 'db.sqlite'}")
+    await db.upgrade()
+    logs = LogStore(root / "logs", Redactor())
+    calls: dict[int, dict] = {}
+
+    async def run_book(ctx):
+        call = calls[ctx.params["call"]]
+        ctx.data["on_finish"] = call["finished"]
+        call["result"] = await call["runner"].build(
+            ctx, checkout=call["checkout"], env_prefix=book_env, datasets=call["datasets"],
+            cache_in=call["cache_in"], out_dir=call["out_dir"])  # fmt: skip
+
+    queue = JobQueue(db, logs, {"book": run_book}, concurrency=2)
+    await queue.start()
+    count = iter(range(1, 10**6))
+
+    async def build(files: dict[str, str], *, cache_in: Path | None = None,
+                    datasets: list[tuple[str, Path]] = (), time_limit: float = 600,
+                    sandbox: Sandbox | None = None) -> Outcome:  # fmt: skip
+        n = next(count)
+        checkout = root / f"checkout-{n}"
+        for name, text in files.items():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            (checkout / name).write_text(text)
+        runner = LocalBookRunner(sandbox=sandbox or Sandbox("bwrap"), time_limit=time_limit)
+        finished = asyncio.get_running_loop().create_future()
+
+        async def on_finish(status):
+            finished.set_result(status)
+
+        calls[n] = {"runner": runner, "checkout": checkout, "datasets": list(datasets),
+                    "cache_in": cache_in, "out_dir": root / f"build-{n}", "finished": on_finish,
+                    "result": None}  # fmt: skip
+        job = await queue.submit("book", "alice", {"call": n})
+        queue.wake()
+        status = await asyncio.wait_for(finished, 300)
+        async with db.session() as s:
+            row = await s.get(Job, job.id)
+        log = logs.path(queue.log_key(job.id)).read_text()
+        return Outcome(status.value, row.error, calls[n]["result"], log, root / f"build-{n}")
+
+    yield build
+    await queue.stop()
+    await db.close()
+
+
+def page(outcome: Outcome, name: str) -> str:
+    return (outcome.result.html_dir / name).read_text()
+
+
+@pytest.fixture(scope="module")
+async def first_build(books) -> Outcome:
+    return await books(book(TWO_NOTEBOOKS))
+
+
+async def test_a_book_of_two_notebooks_builds_and_shows_their_computed_output(first_build):
+    out = first_build
+    assert out.status == "succeeded", out.log
+    assert (out.result.executed, out.result.cached) == (2, 0)
+    assert "2 notebooks: 2 executed, 0 from the cache" in out.log
+    assert out.result.html_dir == out.out_dir / "html"
+    assert (out.result.html_dir / "index.html").is_file()
+    assert "the answer is 42" in page(out, "one.html")
+    assert "two sums to 10" in page(out, "two.html")
+    # the cache the next build of this repository gets, out of the (throwaway) checkout
+    assert out.result.cache_dir == out.out_dir / "exec-cache"
+    assert out.result.cache_dir.is_dir()
+    # the log is plain text: no terminal colours
+    assert "\x1b[" not in out.log
+
+
+async def test_a_commit_that_only_edits_prose_executes_no_notebook(books, first_build):
+    files = book(TWO_NOTEBOOKS)
+    files["content/intro.md"] = "# A living preprint\n\nThe second version of the prose.\n"
+    out = await books(files, cache_in=first_build.result.cache_dir)
+
+    assert out.status == "succeeded", out.log
+    assert (out.result.executed, out.result.cached) == (0, 2)
+    assert "2 notebooks: 0 executed, 2 from the cache" in out.log
+    assert "The second version of the prose." in page(out, "intro.html")
+    assert "the answer is 42" in page(out, "one.html")
+
+
+async def test_a_commit_that_changes_one_notebook_executes_only_that_one(books, first_build):
+    changed = dict(TWO_NOTEBOOKS, **{"two.ipynb": notebook("Two", "print('two sums to', 7 * 3)")})
+    # the author's settings would skip execution: re-executing is the service's rule, not theirs
+    config = "title: A living preprint\nexecute:\n  execute_notebooks: 'off'\n  timeout: 100\n"
+    out = await books(book(changed, config=config), cache_in=first_build.result.cache_dir)
+
+    assert out.status == "succeeded", out.log
+    assert "execute_notebooks: off; NeuroLibre runs 'cache' instead" in out.log
+    assert (out.result.executed, out.result.cached) == (1, 1)
+    assert "2 notebooks: 1 executed, 1 from the cache" in out.log
+    executed = [line for line in out.log.splitlines() if "Executed notebook" in line]
+    assert len(executed) == 1 and "two.ipynb" in executed[0]
+    assert "two sums to 21" in page(out, "two.html")
+    assert "the answer is 42" in page(out, "one.html")
+    # the outputs of the notebook's old version leave the cache: it does not grow with commits
+    assert "Execution cache for the next build: 2 kept, 1 outdated dropped." in out.log
+
+
+async def test_a_notebook_reads_its_dataset_and_cannot_write_to_it(books, tmp_path):
+    dataset = tmp_path / "data-store" / "key-1234"
+    dataset.mkdir(parents=True)
+    (dataset / "x.txt").write_text("hello from the dataset")
+    reader = notebook(
+        "Data",
+        "print('read:', open('../data/my-project/x.txt').read())",
+        "try:\n"
+        "    open('../data/my-project/new.txt', 'w').write('overwritten')\n"
+        "    print('write: allowed')\n"
+        "except OSError as e:\n"
+        "    print('write: refused,', e.strerror)",
+    )
+    out = await books(book({"data.ipynb": reader}), datasets=[("my-project", dataset)])
+
+    assert out.status == "succeeded", out.log
+    html = page(out, "data.html")
+    assert "read: hello from the dataset" in html
+    assert "write: refused, Read-only file system" in html
+    assert sorted(p.name for p in dataset.iterdir()) == ["x.txt"]
+
+
+async def test_a_notebook_that_raises_fails_the_build_naming_it(books):
+    bad = notebook("Bad", "import json", "raise ValueError('the data is not where I thought')")
+    out = await books(book({"good.ipynb": TWO_NOTEBOOKS["one.ipynb"], "bad.ipynb": bad}))
+
+    assert out.status == "failed"
+    assert "content/bad.ipynb failed when re-executed" in out.error
+    assert "ValueError: the data is not where I thought" in out.error
+    assert "open the book log" in out.error
+    lines = out.log.splitlines()
+    at = lines.index("--- content/bad.ipynb: what failed ---")
+    assert any("raise ValueError('the data is not where I thought')" in x for x in lines[at:])
+    # the notebook that did run is kept for the next build
+    assert (out.out_dir / "exec-cache").is_dir()
+
+
+async def test_a_notebook_that_never_ends_is_stopped_by_the_time_limit(books):
+    marker = f"nl-book-forever-{time.time_ns()}"
+    code = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', 'import time; time.sleep(3600)', {marker!r}])"
+    )
+    forever = notebook("Forever", code)
+    out = await books(book({"forever.ipynb": forever}), time_limit=20)
+
+    assert out.status == "failed"
+    assert out.error.startswith(
+        "The book build was stopped while executing content/forever.ipynb: it exceeded the "
+        "time limit of 20 seconds (c.LocalBookRunner.time_limit)."
+    )
+    await wait_for(lambda: not marker_processes(marker), timeout=10)
+
+
+async def test_a_book_for_jupyter_book_1_in_an_environment_with_jupyter_book_2_is_refused(
+    tmp_path,
+):
+    """Checked before anything runs (an environment here is only what it has installed)."""
+    from neurolibre_service.books import _JupyterBook1
+
+    env = tmp_path / "env"
+    (env / "lib" / "python3.11" / "site-packages" / "jupyter_book-2.0.2.dist-info").mkdir(
+        parents=True
+    )
+    (env / "bin").mkdir()
+    (env / "bin" / "jupyter-book").write_text("")
+    checkout = tmp_path / "checkout"
+    for name, text in book(TWO_NOTEBOOKS).items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(text)
+    engine = _JupyterBook1(LocalBookRunner(sandbox=Sandbox("bwrap")))
+    with pytest.raises(BookError, match=r"has jupyter-book 2\.0\.2 .* Pin jupyter-book<2"):
+        await engine.prepare(None, find_book(checkout), checkout, env, None, tmp_path / "out")
+
+
+async def test_a_repository_without_a_book_is_told_what_is_missing(books, tmp_path):
+    (tmp_path / "paper.md").write_text("# A paper\n")
+    with pytest.raises(BookError, match="No book to build"):
+        find_book(tmp_path)
+
+    out = await books({"content/notes.md": "# Notes\n"})
+    assert out.status == "failed"
+    assert out.error.startswith("No book to build: add content/_config.yml and content/_toc.yml")
+
+    out = await books({"myst.yml": "version: 1\n", "intro.md": "# Intro\n"})
+    assert out.status == "failed"
+    assert out.error.startswith("This repository's book is a MyST project (myst.yml), which")
+
+
+async def test_the_book_kind_is_found_where_authors_put_it(tmp_path):
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content" / "_toc.yml").write_text("root: intro\n")
+    assert find_book(tmp_path).engine == "jupyter-book"
+    assert find_book(tmp_path).root == tmp_path / "content"
+    (tmp_path / "content" / "_toc.yml").unlink()
+    (tmp_path / "myst.yml").write_text("version: 1\n")
+    assert (find_book(tmp_path).engine, find_book(tmp_path).root) == ("myst", tmp_path)
+    (tmp_path / "content" / "_config.yml").write_text("title: T\n")
+    with pytest.raises(BookError, match=r"content/_toc\.yml is not"):
+        find_book(tmp_path)
+
+
+async def test_a_book_whose_settings_link_out_of_the_repository_is_refused(tmp_path):
+    service_file = tmp_path / "service" / "settings.yml"
+    service_file.parent.mkdir()
+    service_file.write_text("secret: 1\n")
+    repo = tmp_path / "repo"
+    (repo / "content").mkdir(parents=True)
+    (repo / "content" / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (repo / "content" / "_config.yml").symlink_to(service_file)
+    with pytest.raises(
+        BookError, match=r"content/_config\.yml is a symbolic link that leads out of"
+    ):
+        find_book(repo)
+    (repo / "content" / "_config.yml").unlink()
+    (repo / "content" / "_config.yml").symlink_to("../book-settings.yml")  # inside: fine
+    assert find_book(repo).engine == "jupyter-book"
