@@ -29,6 +29,7 @@ from .db import Database
 from .environments import BUILDERS, Builder
 from .environments.manager import EnvironmentManager
 from .handlers import routes
+from .handlers.preview import PreviewSigner
 from .hubapi import HubAPI
 from .jobs import JobQueue
 from .logs import LogStore, Redactor
@@ -296,6 +297,8 @@ class NeuroLibre(Application):
         self.pipeline = Pipeline(self.db, self.preprints, self.environments, self.datasets,
                                  self.books, self.mailer, public_url=self.public_url,
                                  base_url=self.base_url)  # fmt: skip
+        # preview URLs are signed for the reader; a restart only makes readers sign in again
+        self.preview_signer = PreviewSigner(os.urandom(32))
         self.hub_api = HubAPI()
         self.servers = Servers(self.hub_api, self.environments,
                                os.environ.get("JUPYTERHUB_BASE_URL", "/"))  # fmt: skip

@@ -1,8 +1,8 @@
 """Books: the Jupyter Book in a checkout, re-executed in its built environment.
 
-One engine per book format (Jupyter Book 1: content/_config.yml + _toc.yml; MyST, from
-myst.yml, is recognised but not built yet) knows how to prepare the checkout, which command
-builds it and where the results are. One
+One engine per book format (Jupyter Book 1: content/_config.yml + _toc.yml; MyST: myst.yml,
+built by mystmd or jupyter-book>=2) knows how to prepare the checkout, which command builds it
+and where the results are. One
 runner per place a build can run (here, on this machine under bubblewrap; a Docker runner has
 the same shape) only runs that command, with each dataset at `data/<projectName>`, read-only.
 
@@ -38,6 +38,45 @@ CACHE_ID = re.compile(r": (?:Using cached notebook|Cached executed notebook): ID
 PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CACHE_IN_CHECKOUT = ".neurolibre-exec-cache"  # where a build's execution cache lives
 NOTEBOOK_SUFFIXES = (".ipynb", ".md", ".myst", ".py")
+
+# MyST's log lines (mystmd 1.x; jupyter-book 2 is the same program), paths relative to myst.yml
+MYST_EXECUTING = re.compile(r"^\U0001f4bf Executing notebook \((?P<path>.+)\) \[")
+MYST_CACHED = re.compile(r"^\U0001f4be Adding cached notebook outputs \((?P<path>.+)\)$")
+MYST_BUILT = re.compile(r"^\U0001f4d6 Built (?P<path>.+) in ")
+MYST_ERROR = re.compile(
+    r"^\u26d4\ufe0f? (?P<path>.+?) (?P<what>An exception occurred during "
+    r"(?:code execution|expression evaluation)|Notebook does not declare "
+    r"the necessary 'kernelspec'|Could not load Jupyter session manager)"
+)
+MYST_NO_KERNEL = re.compile(r"^Unable to create a new kernel (?P<name>\S+)")
+# what ends a notebook's error in the log: MyST's next message
+MYST_MESSAGE = re.compile(
+    r"^(?:\U0001f4d6|\u26d4|\u26a0|\U0001f4bf|\U0001f4be|\U0001f4da|"
+    r"\U0001f680|\U0001fa90|\U0001f50c|Starting WebSocket|neurolibre: )"
+)
+MYST_THEME_QUERY = ("Querying template metadata from", "Fetching template from")
+NETWORK_FAILURE = re.compile(
+    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ECONNRESET|"
+    r"fetch failed|request to \S+ failed"
+)
+MYST_CACHE_USED = re.compile(r"^neurolibre: execution cache entry used: (?P<name>\S+)$")
+MYST_WORK = ".neurolibre-myst"  # in the checkout: the Jupyter settings and the cache probe
+# loaded into MyST's node (NODE_OPTIONS=--require): says which cache entries the build reads
+MYST_CACHE_PROBE = """\
+// NeuroLibre: name the execution cache entries MyST reads, so the others can be dropped.
+const fs = require("node:fs");
+const path = require("node:path");
+const dir = process.env.NEUROLIBRE_MYST_CACHE;
+if (dir) {
+  const readFileSync = fs.readFileSync;
+  fs.readFileSync = function (file, ...rest) {
+    if (typeof file === "string" && path.dirname(path.resolve(file)) === dir) {
+      process.stderr.write(`neurolibre: execution cache entry used: ${path.basename(file)}\\n`);
+    }
+    return readFileSync.call(this, file, ...rest);
+  };
+}
+"""
 
 
 class BookError(JobFailed):
@@ -117,6 +156,48 @@ class _Progress:
             self.current = None
 
 
+@dataclass
+class _MystProgress(_Progress):
+    """What MyST's log says: notebooks executed or cached, errors, the theme download."""
+
+    prefix: str = ""  # the MyST project's directory in the repository ("" at the root), with /
+    errors: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # path: (what, lines)
+    no_kernel: str | None = None  # a kernel MyST could not start
+    cache_used: set[str] = field(default_factory=set)  # execution cache entries read
+    theme_query: bool = False  # MyST asked the internet for its site template
+    network_failed: bool = False  # ...and a request failed
+    _error: list[str] | None = None  # the lines of the notebook error being read
+
+    def see(self, line: str) -> None:
+        line = line.rstrip("\n")
+        if self._error is not None:
+            if not MYST_MESSAGE.match(line):
+                self._error.append(line)
+                return
+            self._error = None
+        if m := MYST_EXECUTING.match(line):
+            self.current = self.prefix + m["path"]
+            self.executed.add(self.current)
+        elif m := MYST_CACHED.match(line):
+            self.cached.add(self.prefix + m["path"])
+        elif m := MYST_BUILT.match(line):
+            if self.current == self.prefix + m["path"]:
+                self.current = None
+        elif m := MYST_ERROR.match(line):
+            path = self.prefix + m["path"]
+            self.failed.add(path)
+            self._error = []
+            self.errors[path] = (m["what"], self._error)
+        elif m := MYST_NO_KERNEL.match(line):
+            self.no_kernel = m["name"]
+        elif m := MYST_CACHE_USED.match(line):
+            self.cache_used.add(m["name"])
+        elif any(q in line for q in MYST_THEME_QUERY):
+            self.theme_query = True
+        elif self.theme_query and NETWORK_FAILURE.search(line):
+            self.network_failed = True
+
+
 class _TappedLog:
     """A job's log channel that drops terminal colours and lets the book engine read along."""
 
@@ -144,6 +225,8 @@ class _Run:
     argv: list[str]
     extra_env: dict[str, str] = field(default_factory=dict)
     progress: _Progress = field(default_factory=_Progress)
+    cwd: Path | None = None  # where the command runs (the checkout unless said)
+    readable: list[Path] = field(default_factory=list)  # more directories it may read
 
 
 # run with the environment's jupyter-cache (a dependency of Jupyter Book 1)
@@ -296,6 +379,205 @@ class _JupyterBook1:
         return f"{root.name}/{docname}"
 
 
+class _Myst:
+    """MyST (myst.yml): `myst build --html --execute` from mystmd, or jupyter-book>=2 (the same
+    program). It executes through its own cache, _build/execute: one file per notebook version."""
+
+    name = "myst"
+
+    def __init__(self, runner: BookRunner):
+        self.runner = runner
+
+    async def prepare(self, ctx: JobContext, source: BookSource, checkout: Path,
+                      env_prefix: Path, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
+        argv = self._command(ctx, env_prefix)
+        theme = self._theme()
+        rel = source.root.relative_to(checkout).as_posix()
+        self._configure(ctx, source.root, "myst.yml" if rel == "." else f"{rel}/myst.yml", theme)
+        build = source.root / "_build"
+        await asyncio.to_thread(_remove, build)
+        cache = build / "execute"
+        if cache_in is not None and cache_in.is_dir():
+            await asyncio.to_thread(shutil.copytree, cache_in, cache, symlinks=True)
+        else:
+            cache.mkdir(parents=True)
+        work = checkout / MYST_WORK
+        await asyncio.to_thread(_remove, work)
+        (work / "jupyter").mkdir(parents=True)
+        if os.geteuid() == 0:  # MyST's Jupyter server refuses to run as root unless allowed
+            (work / "jupyter" / "jupyter_server_config.json").write_text(
+                '{"ServerApp": {"allow_root": true}}\n'
+            )
+        (work / "cache-probe.cjs").write_text(MYST_CACHE_PROBE)
+        run = _Run(source, checkout, env_prefix, out_dir, argv, cwd=source.root,
+                   readable=[theme] if theme else [],
+                   progress=_MystProgress(prefix="" if rel == "." else f"{rel}/"))  # fmt: skip
+        run.extra_env.update(
+            JUPYTER_CONFIG_DIR=str(work / "jupyter"),
+            NODE_OPTIONS=f"--require {work / 'cache-probe.cjs'}",
+            NEUROLIBRE_MYST_CACHE=str(cache),
+        )
+        self.cache_before = {p.name for p in cache.iterdir()}
+        return run
+
+    @staticmethod
+    def _command(ctx: JobContext, env_prefix: Path) -> list[str]:
+        """jupyter-book>=2 if the environment has it, else mystmd."""
+        bin_dir = env_prefix / "bin"
+        jb = _installed_version(env_prefix, "jupyter_book")
+        if jb and int(jb.split(".")[0]) >= 2 and (bin_dir / "jupyter-book").exists():
+            ctx.say(f"Jupyter Book {jb} (MyST)")
+            return [str(bin_dir / "jupyter-book"), "build", "--html", "--execute"]
+        myst = _installed_version(env_prefix, "mystmd")
+        if myst and (bin_dir / "myst").exists():
+            ctx.say(f"MyST {myst} (mystmd)")
+            return [str(bin_dir / "myst"), "build", "--html", "--execute"]
+        raise BookError(
+            "This repository's book is a MyST project (myst.yml), but the environment has "
+            "nothing to build it with"
+            + (f" (its jupyter-book {jb} builds only Jupyter Book 1 books)" if jb else "")
+            + ": add mystmd (or jupyter-book>=2) to binder/requirements.txt."
+        )
+
+    def _theme(self) -> Path | None:
+        """The operator's local site template, checked before anything runs."""
+        if not self.runner.myst_theme:
+            return None
+        theme = Path(self.runner.myst_theme).expanduser().resolve()
+        setting = f"c.{type(self.runner).__name__}.myst_theme"
+        try:
+            template = yaml.safe_load((theme / "template.yml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+            raise JobFailed(
+                f"The MyST theme of this service ({setting} = {theme}) is not usable: its "
+                f"template.yml cannot be read ({e}). The operator must fix it."
+            ) from None
+        renders = isinstance(template, dict) and (template.get("build") or {}).get("render")
+        if not renders and not (theme / "node_modules").is_dir():
+            raise JobFailed(
+                f"The MyST theme of this service ({setting} = {theme}) has no node_modules: "
+                "the operator must run `npm ci --ignore-scripts` in it (it is read-only "
+                "during builds)."
+            )
+        return theme
+
+    @staticmethod
+    def _configure(ctx: JobContext, root: Path, name: str, theme: Path | None) -> None:
+        """Point myst.yml at the local theme, keeping the author's other settings. Without a
+        `site` entry MyST builds no website at all, so one is added."""
+        path = root / "myst.yml"
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise BookError(f"{name} is not valid YAML: {e}") from None
+        if not isinstance(config, dict):
+            raise BookError(f"{name} must be a mapping of settings.")
+        site = config.get("site")
+        if site is not None and not isinstance(site, dict):
+            raise BookError(f"{name}: `site` must be a mapping of settings.")
+        if theme is None and site is not None:
+            return
+        site = site or {}
+        if theme is None:
+            config["site"] = site  # MyST's default theme, the book-theme
+        elif site.get("template") not in (None, "book-theme"):
+            ctx.say(f"{name} sets site.template: {site['template']}; this service builds "
+                    "books with its own copy of the book-theme.")  # fmt: skip
+        if theme is not None:
+            site["template"] = str(theme)
+            config["site"] = site
+        path.unlink(missing_ok=True)  # a symbolic link (inside the repository) stays untouched
+        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+                        encoding="utf-8")  # fmt: skip
+
+    def after(self, run: _Run) -> list[str] | None:
+        return None  # the cache is tidied in collect
+
+    async def collect(self, ctx: JobContext, run: _Run, code: int) -> tuple[Path, Path | None]:
+        """Move the HTML and the cache to out_dir; raise if the build or a notebook failed."""
+        progress: _MystProgress = run.progress  # type: ignore[assignment]
+        built = run.source.root / "_build" / "html"
+        html = run.out_dir / "html"
+        cache_out = await self.keep_cache(run, tidy=code == 0, ctx=ctx)
+        await asyncio.to_thread(_replace, built if _real_dir(built) else None, html)
+        if code != 0 and progress.network_failed and not self.runner.myst_theme:
+            setting = f"c.{type(self.runner).__name__}.myst_theme"
+            raise JobFailed(
+                "The book build failed: MyST downloads its site theme (the book-theme) from "
+                "the internet, and this server cannot reach it. The operator must provide "
+                "the theme locally: on a machine with internet access, clone "
+                "https://github.com/myst-templates/book-theme, run `npm ci --ignore-scripts` "
+                f"in it, copy that folder to this server and set {setting} to its path. "
+                "(A server with internet access needs no setting.)"
+            )
+        if progress.errors:
+            for path, (_, lines) in progress.errors.items():
+                ctx.say(f"--- {path}: what failed ---")
+                for line in lines:
+                    ctx.log.write(line)
+        cells = {p: lines for p, (what, lines) in progress.errors.items()
+                 if what.startswith("An exception")}  # fmt: skip
+        if cells:
+            what = _last_line("\n".join(next(iter(cells.values()))))
+            raise JobFailed(
+                f"{', '.join(cells)} failed when re-executed"
+                + (f" ({what})" if what and len(cells) == 1 else "")
+                + ": open the book log; each failing notebook's error is under "
+                "'--- <notebook>: what failed ---'. A notebook must run from top to bottom "
+                "in the environment built from binder/, with data only from data/."
+            )
+        if any(what.startswith("Could not load") for what, _ in progress.errors.values()):
+            raise JobFailed(
+                "MyST could not start a Jupyter server to execute the notebooks: add "
+                "jupyter-server and ipykernel to binder/requirements.txt (the book log says "
+                "more, after 'Starting new Jupyter server')."
+            )
+        if progress.no_kernel:
+            raise JobFailed(
+                f"MyST could not start the Jupyter kernel {progress.no_kernel!r} that the "
+                "notebooks ask for: the environment built from binder/ must provide it "
+                "(ipykernel for python3)."
+            )
+        if progress.errors:
+            names = ", ".join(progress.errors)
+            raise JobFailed(
+                f"{names} cannot be executed: it declares no kernel (a notebook's "
+                "metadata.kernelspec, or the `kernelspec` of a MyST page's frontmatter)."
+            )
+        if code != 0:
+            raise JobFailed(
+                f"The book build failed ({Path(run.argv[0]).name} exited with status {code}): "
+                "open the book log, the reason is in its last lines (often a mistake in "
+                "myst.yml, or a page that does not parse)."
+            )
+        if not (html / "index.html").is_file():
+            raise JobFailed("The book build produced no index.html: open the book log.")
+        return html, cache_out
+
+    async def keep_cache(self, run: _Run, *, tidy: bool = False,
+                         ctx: JobContext | None = None) -> Path | None:  # fmt: skip
+        """Move the execution cache to out_dir/exec-cache (even when the build failed: it
+        holds only notebooks that ran to the end). After a whole build, only the entries it
+        wrote or read are kept, so the cache does not grow with every version of a notebook."""
+        progress: _MystProgress = run.progress  # type: ignore[assignment]
+        cache = run.source.root / "_build" / "execute"
+        cache_out = run.out_dir / "exec-cache"
+        if tidy and _has_files(cache):
+            if progress.cached and not progress.cache_used:
+                ctx.say("!! Which execution cache entries were used is unknown; all are kept.")
+            else:
+                keep = progress.cache_used | ({p.name for p in cache.iterdir()}
+                                              - self.cache_before)  # fmt: skip
+                entries = list(cache.iterdir())
+                stale = [p for p in entries if p.name not in keep]
+                for p in stale:
+                    await asyncio.to_thread(_remove, p)
+                ctx.say(f"Execution cache for the next build: {len(entries) - len(stale)} kept, "
+                        f"{len(stale)} outdated dropped.")  # fmt: skip
+        await asyncio.to_thread(_replace, cache if _has_files(cache) else None, cache_out)
+        return cache_out if cache_out.is_dir() else None
+
+
 def _real_dir(path: Path) -> bool:
     """A directory reached without a symbolic link (the build may have made some)."""
     return path.is_dir() and path.resolve() == path.absolute()
@@ -371,13 +653,7 @@ class BookRunner(LoggingConfigurable):
     ).tag(config=True)
 
     def engine(self, name: str):
-        if name == "jupyter-book":
-            return _JupyterBook1(self)
-        raise BookError(
-            "This repository's book is a MyST project (myst.yml), which this service cannot "
-            "build yet. Use a Jupyter Book 1 book: content/_config.yml and content/_toc.yml, "
-            "with jupyter-book<2 in binder/requirements.txt."
-        )
+        return _JupyterBook1(self) if name == "jupyter-book" else _Myst(self)
 
     async def build(self, ctx: JobContext, *, checkout: Path, env_prefix: Path,
                     datasets: Sequence[tuple[str, Path]], cache_in: Path | None,
@@ -398,7 +674,8 @@ class BookRunner(LoggingConfigurable):
         try:
             async with asyncio.timeout(self.time_limit):
                 code = await self.run(tapped, run.argv, checkout=checkout, env_prefix=env_prefix,
-                                      datasets=datasets, extra_env=run.extra_env)  # fmt: skip
+                                      datasets=datasets, extra_env=run.extra_env, cwd=run.cwd,
+                                      readable=run.readable)  # fmt: skip
                 after = engine.after(run) if code == 0 else None
                 if after and await self.run(ctx, after, checkout=checkout, env_prefix=env_prefix,
                                             datasets=(), extra_env=run.extra_env):  # fmt: skip
@@ -431,8 +708,10 @@ class BookRunner(LoggingConfigurable):
 
     async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path,
                   env_prefix: Path, datasets: Sequence[tuple[str, Path]],
-                  extra_env: dict[str, str]) -> int:  # fmt: skip
-        """Run a command of the book's in the checkout, datasets read-only at data/<name>."""
+                  extra_env: dict[str, str], cwd: Path | None = None,
+                  readable: Sequence[Path] = ()) -> int:  # fmt: skip
+        """Run a command of the book's in the checkout (or cwd, inside it), datasets read-only
+        at data/<name>; `readable`: directories of the service's it may read (a theme)."""
         raise NotImplementedError
 
 
@@ -450,11 +729,13 @@ class LocalBookRunner(BookRunner):
 
     async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path,
                   env_prefix: Path, datasets: Sequence[tuple[str, Path]],
-                  extra_env: dict[str, str]) -> int:  # fmt: skip
+                  extra_env: dict[str, str], cwd: Path | None = None,
+                  readable: Sequence[Path] = ()) -> int:  # fmt: skip
         confined = self.sandbox.kind == "bwrap"
+        cwd = cwd or checkout
         mounts = _data_mounts(ctx, checkout, datasets, link=not confined)
-        readable = [env_prefix, *_base_prefixes(env_prefix)]
-        argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=checkout)
+        readable = [env_prefix, *_base_prefixes(env_prefix), *readable]
+        argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=cwd)
         if confined:
             argv = with_ro_binds(argv, mounts)
         env = self.sandbox.env(
@@ -469,7 +750,7 @@ class LocalBookRunner(BookRunner):
                 **extra_env,
             },
         )
-        return await ctx.run(argv, cwd=checkout, env=env)
+        return await ctx.run(argv, cwd=cwd, env=env)
 
 
 def with_ro_binds(argv: list[str], binds: Sequence[tuple[Path, Path]]) -> list[str]:

@@ -121,9 +121,21 @@ class Pipeline:
             async with self.stage(ctx, build.id, "book") as sctx:
                 await self.book(sctx, build.id, preprint.id, checkout, env_prefix, key, data,
                                 out_dir)  # fmt: skip
-            ctx.say(f"The preview is at {self.preview_url(preprint.id)}")
+            if not ctx.params.get("working_tree"):
+                ctx.say(f"The preview is at {self.preview_url(preprint.id)}")
         finally:
             await asyncio.to_thread(shutil.rmtree, checkout, True)
+            await asyncio.shield(self._close_unstarted(ctx.job_id, build.id))
+
+    async def _close_unstarted(self, job_id: int, build_id: int) -> None:
+        """Stages the build never reached: their logs end (followers stop) as skipped."""
+        build, _p = await self._build(job_id)
+        skipped = {n: "skipped" for n, state in build.stages.items() if state == "pending"}
+        if skipped:
+            await self._set(build_id, stages=skipped)
+        for name in skipped:
+            if name in LOGGED_STAGES:
+                self.queue.logs.channel(stage_log_key(job_id, name)).close("skipped")
 
     async def check(self, ctx: JobContext, build: Build, preprint: Preprint,
                     checkout: Path) -> None:  # fmt: skip
@@ -138,7 +150,9 @@ class Pipeline:
                                        self.preprints.policy)  # fmt: skip
             except sources.SourceError as e:
                 raise JobFailed(str(e)) from None
-        findings = await asyncio.to_thread(checks.check, checkout, preprint.repo_url)
+        # a working tree has no submitted URL to compare repository.url with
+        findings = await asyncio.to_thread(checks.check, checkout,
+                                           None if local else preprint.repo_url)  # fmt: skip
         title = _title(checkout)
         await self._set(build.id, findings=[asdict(f) for f in findings])
         if title:

@@ -23,7 +23,7 @@ from neurolibre_service.books import BookError, BookResult, LocalBookRunner, fin
 from neurolibre_service.sandbox import Sandbox
 
 from .conftest import need
-from .support.pkgindex import PackageIndex, book_wheels, cache_dir, server_wheels
+from .support.pkgindex import PackageIndex, book_wheels, cache_dir, myst_wheels, server_wheels
 from .test_environments import marker_processes, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -58,12 +58,11 @@ TWO_NOTEBOOKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def book_env(tmp_path_factory) -> Path:
-    """A virtual environment as the local builder makes it: Jupyter Book 1 and a kernel."""
+def make_env(tmp_path_factory, name: str, wheels: list[Path], *requirements: str) -> Path:
+    """A virtual environment as the local builder makes it, from the local package index."""
     need("bubblewrap", bool(shutil.which("bwrap")))
-    index = PackageIndex([server_wheels(cache_dir()), book_wheels(cache_dir())])
-    prefix = tmp_path_factory.mktemp("envs") / "book"
+    index = PackageIndex(wheels)
+    prefix = tmp_path_factory.mktemp("envs") / name
     env = dict(os.environ, UV_DEFAULT_INDEX=index.url, UV_CACHE_DIR=str(cache_dir() / "uv"),
                UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")  # fmt: skip
     try:
@@ -71,10 +70,17 @@ def book_env(tmp_path_factory) -> Path:
         subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(prefix)], env=env,
                        check=True)  # fmt: skip
         subprocess.run([uv, "pip", "install", "-q", "--python", str(prefix / "bin" / "python"),
-                        "jupyter-book==1.0.4.post1", "ipykernel"], env=env, check=True)  # fmt: skip
+                        *requirements], env=env, check=True)  # fmt: skip
     finally:
         index.close()
     return prefix
+
+
+@pytest.fixture(scope="module")
+def book_env(tmp_path_factory) -> Path:
+    """Jupyter Book 1 and a kernel."""
+    wheels = [server_wheels(cache_dir()), book_wheels(cache_dir())]
+    return make_env(tmp_path_factory, "book", wheels, "jupyter-book==1.0.4.post1", "ipykernel")
 
 
 @dataclass
@@ -84,11 +90,22 @@ class Outcome:
     result: BookResult | None
     log: str
     out_dir: Path
+    checkout: Path
 
 
 @pytest.fixture(scope="module")
-async def books(tmp_path_factory, book_env):
-    """build(files, ...) -> Outcome: one book build as a job of a real queue, on SQLite."""
+async def books(book_queue, book_env):
+    """build(files, ...) -> Outcome: one Jupyter Book 1 build."""
+
+    async def build(files: dict[str, str], **kwargs) -> Outcome:
+        return await book_queue(files, env_prefix=book_env, **kwargs)
+
+    return build
+
+
+@pytest.fixture(scope="module")
+async def book_queue(tmp_path_factory):
+    """build(files, env_prefix=, ...) -> Outcome: one book build as a job of a real queue."""
     from neurolibre_service.db import Database, Job
     from neurolibre_service.jobs import JobQueue
     from neurolibre_service.logs import LogStore, Redactor
@@ -103,22 +120,23 @@ async def books(tmp_path_factory, book_env):
         call = calls[ctx.params["call"]]
         ctx.data["on_finish"] = call["finished"]
         call["result"] = await call["runner"].build(
-            ctx, checkout=call["checkout"], env_prefix=book_env, datasets=call["datasets"],
+            ctx, checkout=call["checkout"], env_prefix=call["env"], datasets=call["datasets"],
             cache_in=call["cache_in"], out_dir=call["out_dir"])  # fmt: skip
 
     queue = JobQueue(db, logs, {"book": run_book}, concurrency=2)
     await queue.start()
     count = iter(range(1, 10**6))
 
-    async def build(files: dict[str, str], *, cache_in: Path | None = None,
+    async def build(files: dict[str, str], *, env_prefix: Path, cache_in: Path | None = None,
                     datasets: list[tuple[str, Path]] = (), time_limit: float = 600,
-                    sandbox: Sandbox | None = None) -> Outcome:  # fmt: skip
+                    sandbox: Sandbox | None = None, myst_theme: str = "") -> Outcome:  # fmt: skip
         n = next(count)
         checkout = root / f"checkout-{n}"
         for name, text in files.items():
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             (checkout / name).write_text(text)
-        runner = LocalBookRunner(sandbox=sandbox or Sandbox("bwrap"), time_limit=time_limit)
+        runner = LocalBookRunner(sandbox=sandbox or Sandbox("bwrap"), time_limit=time_limit,
+                                 myst_theme=myst_theme)  # fmt: skip
         finished = asyncio.get_running_loop().create_future()
 
         async def on_finish(status):
@@ -126,14 +144,15 @@ async def books(tmp_path_factory, book_env):
 
         calls[n] = {"runner": runner, "checkout": checkout, "datasets": list(datasets),
                     "cache_in": cache_in, "out_dir": root / f"build-{n}", "finished": on_finish,
-                    "result": None}  # fmt: skip
+                    "result": None, "env": env_prefix}  # fmt: skip
         job = await queue.submit("book", "alice", {"call": n})
         queue.wake()
         status = await asyncio.wait_for(finished, 300)
         async with db.session() as s:
             row = await s.get(Job, job.id)
         log = logs.path(queue.log_key(job.id)).read_text()
-        return Outcome(status.value, row.error, calls[n]["result"], log, root / f"build-{n}")
+        return Outcome(status.value, row.error, calls[n]["result"], log, root / f"build-{n}",
+                       checkout)  # fmt: skip
 
     yield build
     await queue.stop()
@@ -281,7 +300,11 @@ async def test_a_repository_without_a_book_is_told_what_is_missing(books, tmp_pa
 
     out = await books({"myst.yml": "version: 1\n", "intro.md": "# Intro\n"})
     assert out.status == "failed"
-    assert out.error.startswith("This repository's book is a MyST project (myst.yml), which")
+    assert out.error == (
+        "This repository's book is a MyST project (myst.yml), but the environment has nothing "
+        "to build it with (its jupyter-book 1.0.4.post1 builds only Jupyter Book 1 books): add "
+        "mystmd (or jupyter-book>=2) to binder/requirements.txt."
+    )
 
 
 async def test_the_book_kind_is_found_where_authors_put_it(tmp_path):
@@ -312,3 +335,238 @@ async def test_a_book_whose_settings_link_out_of_the_repository_is_refused(tmp_p
     (repo / "content" / "_config.yml").unlink()
     (repo / "content" / "_config.yml").symlink_to("../book-settings.yml")  # inside: fine
     assert find_book(repo).engine == "jupyter-book"
+
+
+# --- MyST (myst.yml), built by mystmd ---
+
+# A site template of MyST's that renders itself (template.yml `build.render`: MyST then serves
+# the built pages as JSON at $CONTENT_CDN and runs the command, which writes $BUILD_DIRECTORY).
+# The real book-theme needs the internet once (git clone, npm ci); this one needs nothing.
+PLAIN_THEME = {
+    "template.yml": "myst: v1\nkind: site\ntitle: Plain pages\nbuild:\n  render: python render.py\n",
+    "render.py": """\
+import html, json, os, urllib.request
+from pathlib import Path
+
+cdn, out = os.environ["CONTENT_CDN"], Path(os.environ["BUILD_DIRECTORY"])
+
+
+def get(path):
+    with urllib.request.urlopen(f"{cdn}/{path}") as response:
+        return json.load(response)
+
+
+def texts(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("value"), str):
+            yield node["value"]
+        if isinstance((node.get("jupyter_data") or {}).get("text"), str):
+            yield node["jupyter_data"]["text"]
+        for value in node.values():
+            yield from texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from texts(value)
+
+
+for project in get("config.json")["projects"]:
+    for slug in [project["index"], *(p["slug"] for p in project["pages"] if "slug" in p)]:
+        page = get(f"content/{slug}.json")
+        body = "\\n".join(f"<p>{html.escape(t)}</p>" for t in texts(page["mdast"]))
+        name = "index.html" if slug == project["index"] else f"{slug}.html"
+        (out / name).write_text(f"<!doctype html><title>{slug}</title>\\n{body}\\n")
+""",
+}
+
+
+def myst_book(pages: dict[str, str], *, where: str = "") -> dict[str, str]:
+    """A MyST project: myst.yml, intro.md first, then `pages`, in `where` (e.g. "content/")."""
+    toc = "".join(f"    - file: {n}\n" for n in pages)
+    return {
+        f"{where}myst.yml": "version: 1\nproject:\n  title: A living preprint\n  toc:\n"
+        f"    - file: intro.md\n{toc}",
+        f"{where}intro.md": "# A living preprint\n\nThe first version of the prose.\n",
+        **{f"{where}{n}": text for n, text in pages.items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def myst_env(tmp_path_factory) -> Path:
+    """mystmd (on the machine's node), a kernel and a Jupyter server."""
+    need("node", bool(shutil.which("node")))
+    wheels = [server_wheels(cache_dir()), myst_wheels(cache_dir())]
+    return make_env(tmp_path_factory, "myst", wheels, "mystmd", "ipykernel", "jupyter-server")
+
+
+@pytest.fixture(scope="module")
+def plain_theme(tmp_path_factory) -> Path:
+    theme = tmp_path_factory.mktemp("themes") / "plain"
+    theme.mkdir()
+    for name, text in PLAIN_THEME.items():
+        (theme / name).write_text(text)
+    return theme
+
+
+@pytest.fixture(scope="module")
+async def myst_books(book_queue, myst_env, plain_theme):
+    async def build(files: dict[str, str], **kwargs) -> Outcome:
+        kwargs.setdefault("myst_theme", str(plain_theme))
+        return await book_queue(files, env_prefix=myst_env, **kwargs)
+
+    return build
+
+
+@pytest.fixture(scope="module")
+async def first_myst_build(myst_books) -> Outcome:
+    return await myst_books(myst_book(TWO_NOTEBOOKS))
+
+
+def _online(host: str) -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+async def test_a_myst_book_without_a_local_theme_offline_tells_the_operator_what_to_do(
+    myst_books,
+):
+    if _online("api.mystmd.org"):
+        pytest.skip("this machine reaches api.mystmd.org: MyST would download its theme")
+    out = await myst_books(myst_book(TWO_NOTEBOOKS), myst_theme="")
+
+    assert out.status == "failed"
+    assert "Querying template metadata from https://api.mystmd.org" in out.log
+    assert out.error == (
+        "The book build failed: MyST downloads its site theme (the book-theme) from the "
+        "internet, and this server cannot reach it. The operator must provide the theme "
+        "locally: on a machine with internet access, clone "
+        "https://github.com/myst-templates/book-theme, run `npm ci --ignore-scripts` in it, "
+        "copy that folder to this server and set c.LocalBookRunner.myst_theme to its path. "
+        "(A server with internet access needs no setting.)"
+    )
+
+
+async def test_a_myst_book_at_the_root_executes_its_notebooks(first_myst_build):
+    out = first_myst_build
+    assert out.status == "succeeded", out.log
+    assert "Building the book (myst, in the root)" in out.log
+    assert "MyST 1.11.0 (mystmd)" in out.log
+    assert (out.result.engine, out.result.executed, out.result.cached) == ("myst", 2, 0)
+    assert "2 notebooks: 2 executed, 0 from the cache" in out.log
+    assert out.result.html_dir == out.out_dir / "html"
+    assert "The first version of the prose." in page(out, "index.html")
+    assert "the answer is 42" in page(out, "one.html")
+    assert "two sums to 10" in page(out, "two.html")
+    assert out.result.cache_dir == out.out_dir / "exec-cache"
+    assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 2
+    assert "\x1b[" not in out.log
+
+
+async def test_a_myst_commit_that_only_edits_prose_executes_no_notebook(
+    myst_books, first_myst_build
+):
+    files = myst_book(TWO_NOTEBOOKS)
+    files["intro.md"] = "# A living preprint\n\nThe second version of the prose.\n"
+    out = await myst_books(files, cache_in=first_myst_build.result.cache_dir)
+
+    assert out.status == "succeeded", out.log
+    assert (out.result.executed, out.result.cached) == (0, 2)
+    assert "2 notebooks: 0 executed, 2 from the cache" in out.log
+    assert "The second version of the prose." in page(out, "index.html")
+    assert "the answer is 42" in page(out, "one.html")
+    assert "Execution cache for the next build: 2 kept, 0 outdated dropped." in out.log
+
+
+async def test_a_myst_commit_that_changes_one_notebook_executes_only_that_one(
+    myst_books, first_myst_build
+):
+    changed = dict(TWO_NOTEBOOKS, **{"two.ipynb": notebook("Two", "print('two sums to', 7 * 3)")})
+    out = await myst_books(myst_book(changed), cache_in=first_myst_build.result.cache_dir)
+
+    assert out.status == "succeeded", out.log
+    assert (out.result.executed, out.result.cached) == (1, 1)
+    executing = [line for line in out.log.splitlines() if "Executing notebook" in line]
+    assert len(executing) == 1 and "two.ipynb" in executing[0]
+    assert "two sums to 21" in page(out, "two.html")
+    assert "the answer is 42" in page(out, "one.html")
+    # the outputs of the notebook's old version leave the cache
+    assert "Execution cache for the next build: 2 kept, 1 outdated dropped." in out.log
+    assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 2
+
+
+async def test_a_myst_book_in_content_reads_its_dataset_with_the_operators_theme(
+    myst_books, plain_theme, tmp_path
+):
+    dataset = tmp_path / "data-store" / "key-1234"
+    dataset.mkdir(parents=True)
+    (dataset / "x.txt").write_text("hello from the dataset")
+    reader = notebook(
+        "Data",
+        "print('read:', open('../data/my-project/x.txt').read())",
+        "try:\n"
+        "    open('../data/my-project/new.txt', 'w').write('overwritten')\n"
+        "    print('write: allowed')\n"
+        "except OSError as e:\n"
+        "    print('write: refused,', e.strerror)",
+    )
+    files = myst_book({"data.ipynb": reader}, where="content/")
+    files["content/myst.yml"] += "site:\n  template: article-theme\n  title: Kept\n"
+    out = await myst_books(files, datasets=[("my-project", dataset)])
+
+    assert out.status == "succeeded", out.log
+    assert "Building the book (myst, in content)" in out.log
+    assert "content/myst.yml sets site.template: article-theme" in out.log
+    html = page(out, "data.html")
+    assert "read: hello from the dataset" in html
+    assert "write: refused, Read-only file system" in html
+    assert sorted(p.name for p in dataset.iterdir()) == ["x.txt"]
+    # the checkout's myst.yml uses the operator's theme and keeps the author's settings
+    import yaml
+
+    config = yaml.safe_load((out.checkout / "content" / "myst.yml").read_text())
+    assert config["site"] == {"template": str(plain_theme), "title": "Kept"}
+    assert config["project"]["title"] == "A living preprint"
+
+
+async def test_a_myst_notebook_that_raises_fails_the_build_naming_it(myst_books):
+    bad = notebook("Bad", "import json", "raise ValueError('the data is not where I thought')")
+    files = myst_book({"good.ipynb": TWO_NOTEBOOKS["one.ipynb"], "bad.ipynb": bad},
+                      where="content/")  # fmt: skip
+    out = await myst_books(files)
+
+    assert out.status == "failed"
+    assert out.error.startswith(
+        "content/bad.ipynb failed when re-executed (ValueError: the data is not where I "
+        "thought): open the book log;"
+    )
+    lines = out.log.splitlines()
+    at = lines.index("--- content/bad.ipynb: what failed ---")
+    assert any("raise ValueError('the data is not where I thought')" in x for x in lines[at:])
+    # the notebook that did run is kept for the next build, the failed one is not
+    assert len(list((out.out_dir / "exec-cache").glob("*.ipynb"))) == 1
+
+
+async def test_a_myst_book_in_an_environment_without_mystmd_is_told_what_to_add(tmp_path):
+    from neurolibre_service.books import _Myst
+
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    checkout = tmp_path / "checkout"
+    for name, text in myst_book(TWO_NOTEBOOKS).items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(text)
+    engine = _Myst(LocalBookRunner(sandbox=Sandbox("bwrap")))
+    with pytest.raises(BookError, match=r"add mystmd \(or jupyter-book>=2\) to binder/requi"):
+        await engine.prepare(None, find_book(checkout), checkout, env, None, tmp_path / "out")
+
+
+async def test_the_myst_book_is_found_at_the_root_or_in_content(tmp_path):
+    (tmp_path / "myst.yml").write_text("version: 1\n")
+    assert (find_book(tmp_path).engine, find_book(tmp_path).root) == ("myst", tmp_path)
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content" / "myst.yml").write_text("version: 1\n")
+    assert find_book(tmp_path).root == tmp_path / "content"

@@ -91,7 +91,7 @@ async def test_author_gets_a_preview_that_shows_data_and_an_email(hub, alice, ne
 
     # the preview shows the notebook's output, computed from the data
     base = hub.url + "/services/neurolibre/"
-    async with httpx.AsyncClient(headers=alice.headers, timeout=30) as c:
+    async with httpx.AsyncClient(headers=alice.headers, timeout=30, follow_redirects=True) as c:
         page = await c.get(base + f"builds/{build['id']}/preview/analysis.html")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
@@ -100,10 +100,24 @@ async def test_author_gets_a_preview_that_shows_data_and_an_email(hub, alice, ne
         stable = await c.get(base + f"preprints/{p['id']}/preview/analysis.html")
         assert stable.status_code == 200 and "total signal 0.75" in stable.text
         assert "no-cache" in stable.headers["cache-control"]
-        again = await c.get(base + f"preprints/{p['id']}/preview/analysis.html",
-                            headers={"If-None-Match": stable.headers["etag"]})  # fmt: skip
-        assert again.status_code == 304
+        # the book is served sandboxed, from a URL signed for the reader: its own requests
+        # (which carry no cookie from a sandboxed page) work without a login
         assert "sandbox" in stable.headers["content-security-policy"]
+        assert "/preview/~" in str(stable.url)
+        async with httpx.AsyncClient(timeout=30) as anonymous:
+            again = await anonymous.get(str(stable.url),
+                                        headers={"If-None-Match": stable.headers["etag"]})  # fmt: skip
+            assert again.status_code == 304
+            signed = str(stable.url).replace("analysis.html", "intro.html")
+            assert "Introduction" in (await anonymous.get(signed)).text
+            # a signed URL is for one preprint only, and cannot be forged
+            other = signed.replace(f"preprints/{p['id']}/", f"preprints/{p['id'] + 1000}/")
+            r = await anonymous.get(other)
+            assert r.status_code == 302 and "~" not in r.headers["location"]
+            token = signed.split("/~")[1].split("/")[0]
+            forged = signed.replace(token, token[:-4] + "AAAA")
+            r = await anonymous.get(forged)
+            assert r.status_code == 302 and "~" not in r.headers["location"]
         css = await c.get(base + f"preprints/{p['id']}/preview/_static/styles/theme.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         index = await c.get(base + f"preprints/{p['id']}/preview", follow_redirects=True)
@@ -144,7 +158,7 @@ async def test_prose_commit_reexecutes_nothing_and_one_notebook_commit_only_that
     assert prose["runtime_key"] == first["runtime_key"]
     assert any("Reusing the environment" in line for line in logs["environment"])
     assert data_server.count("/v2/values.tar.gz") == fetches  # the dataset was reused
-    async with httpx.AsyncClient(headers=alice.headers, timeout=30) as c:
+    async with httpx.AsyncClient(headers=alice.headers, timeout=30, follow_redirects=True) as c:
         base = hub.url + f"/services/neurolibre/builds/{prose['id']}/preview/"
         assert "Revised prose" in (await c.get(base + "intro.html")).text
         before = (await c.get(base.replace(str(prose["id"]), str(first["id"]))
@@ -175,7 +189,7 @@ async def test_layout_errors_stop_the_build_before_anything_is_installed(hub, al
     build, logs = await finish(alice, p["latest_build"]["id"])
     assert build["status"] == "failed"
     assert build["failed_stage"] == "check"
-    assert build["stages"]["environment"] == "pending"
+    assert build["stages"]["environment"] == "skipped"
     assert "layout check found" in build["error"] and "nothing was installed" in build["error"]
     assert logs["environment"] == [] and logs["book"] == []
     errors = [f for f in build["findings"] if f["level"] == "error"]
@@ -207,7 +221,7 @@ async def test_a_notebook_missing_its_data_fails_the_book_with_the_notebook_name
     assert "Reusing" in names["environment.log"] or "jupyterhub" in names["environment.log"]
     r = await alice.get(f"builds/{build['id']}")
     assert r.json()["preview_url"] is None
-    async with httpx.AsyncClient(headers=alice.headers, timeout=30) as c:
+    async with httpx.AsyncClient(headers=alice.headers, timeout=30, follow_redirects=True) as c:
         r = await c.get(hub.url + f"/services/neurolibre/builds/{build['id']}/preview/")
         assert r.status_code == 404
 
@@ -221,8 +235,12 @@ async def test_previews_are_private_and_confined(hub, alice, new_repo):
     (html / "escape.html").symlink_to("/etc/passwd")
     (html / "secret-dir").symlink_to(hub.service_data)
     base = hub.url + f"/services/neurolibre/builds/{build['id']}/preview/"
-    async with httpx.AsyncClient(headers=alice.headers, timeout=30) as c:
+    async with httpx.AsyncClient(headers=alice.headers, timeout=30, follow_redirects=True) as c:
         assert (await c.get(base + "index.html")).status_code == 200
+        signed = str((await c.get(base + "index.html")).url).removesuffix("index.html")
+        for path in ("escape.html", "secret-dir/neurolibre.sqlite", "../../../neurolibre.sqlite"):
+            r = await c.get(signed + path)
+            assert r.status_code in (403, 404), path
         for path in ("escape.html", "secret-dir/neurolibre.sqlite", "../../../neurolibre.sqlite",
                      "%2e%2e/%2e%2e/neurolibre.sqlite"):  # fmt: skip
             r = await c.get(base + path)

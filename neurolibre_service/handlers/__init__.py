@@ -52,7 +52,7 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (r"preprints", PreprintsPage),
         (r"preprints/new", NewPreprintPage),
         (r"preprints/(\d+)", PreprintPage),
-        (r"(preprints|builds)/(\d+)/preview/(.*)", PreviewHandler),
+        (r"(preprints|builds)/(\d+)/preview/(?:~([A-Za-z0-9_.=-]+)/)?(.*)", PreviewHandler),
         (r"(preprints|builds)/(\d+)/preview", AddSlash),
         (r"api/preprints", PreprintsAPI),
         (r"api/preprints/(\d+)", PreprintAPI),

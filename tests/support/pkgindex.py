@@ -48,6 +48,16 @@ def book_wheels(cache: Path) -> Path:
     return _wheels(cache, BOOK_REQUIREMENTS)
 
 
+# a MyST book's requirements (mystmd runs on the machine's node; the kernel and Jupyter server
+# come from server_wheels)
+MYST_REQUIREMENTS = ["mystmd==1.11.0"]
+
+
+def myst_wheels(cache: Path) -> Path:
+    """Wheels for MyST books (mystmd)."""
+    return _wheels(cache, MYST_REQUIREMENTS)
+
+
 def _wheels(cache: Path, reqs: list[str]) -> Path:
     stamp_key = hashlib.sha256(" ".join(reqs).encode()).hexdigest()[:16]
     target = cache / f"wheels-{stamp_key}"

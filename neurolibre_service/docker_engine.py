@@ -1,0 +1,103 @@
+"""The Docker engine, as the service talks to it (aiodocker): one address, a few small calls.
+
+Builders and runners share these, so "is this image there", "remove it" and "the engine is not
+answering" read and behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+LABEL_PREFIX = "org.neurolibre."
+RUNTIME_KEY_LABEL = LABEL_PREFIX + "runtime-key"
+
+
+class EngineUnavailable(RuntimeError):
+    """The Docker engine does not answer; the message says where it was looked for."""
+
+
+def default_host() -> str:
+    """DOCKER_HOST if set, else the engine's usual socket."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+@asynccontextmanager
+async def engine(url: str, *, check: bool = True) -> AsyncIterator[aiodocker.Docker]:
+    """A client for the engine at `url`; with `check`, fails clearly if it does not answer."""
+    try:
+        client = aiodocker.Docker(url=url)
+    except (DockerError, ValueError, OSError) as e:
+        raise EngineUnavailable(f"Cannot use the Docker engine at {url}: {e}") from None
+    try:
+        if check:
+            try:
+                async with asyncio.timeout(15):
+                    await client.version()
+            except (DockerError, OSError, TimeoutError) as e:
+                raise EngineUnavailable(
+                    f"The Docker engine at {url} does not answer ({type(e).__name__}: {e})."
+                ) from None
+        yield client
+    finally:
+        await client.close()
+
+
+async def inspect_image(client: aiodocker.Docker, name: str) -> dict[str, Any] | None:
+    """The image's inspect data, or None if the engine has no such image."""
+    try:
+        return await client.images.inspect(name)
+    except DockerError as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+async def remove_image(client: aiodocker.Docker, name: str, *, force: bool = True,
+                       prune: bool = True) -> bool:  # fmt: skip
+    """Remove (or untag) an image; False if there was none. `prune=False` keeps untagged parents
+    (the layers a retried build takes from the cache)."""
+    try:
+        await client.images.delete(name, force=force, noprune=not prune)
+        return True
+    except DockerError as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+async def remove_container(client: aiodocker.Docker, container_id: str) -> bool:
+    """Kill and remove a container; False if it was already gone."""
+    try:
+        await client.containers.container(container_id).delete(force=True)
+        return True
+    except DockerError as e:
+        # 404: gone; 409: the engine is removing it already
+        if e.status in (404, 409):
+            return False
+        raise
+
+
+async def container_exists(client: aiodocker.Docker, container_id: str) -> bool:
+    try:
+        await client.containers.container(container_id).show()
+        return True
+    except DockerError as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+async def labelled_images(client: aiodocker.Docker, label: str = RUNTIME_KEY_LABEL) -> list[dict]:
+    """Every image carrying `label` (by default: every environment image the service built)."""
+    return await client.images.list(filters={"label": [label]})
+
+
+def image_labels(info: dict[str, Any]) -> dict[str, str]:
+    return dict((info.get("Config") or {}).get("Labels") or {})
