@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:
 
 from tests.conftest import hub_args  # noqa: E402
 from tests.support.hub import Hub  # noqa: E402
-from tests.support.pkgindex import PackageIndex, cache_dir, server_wheels  # noqa: E402
+from tests.support.pkgindex import PackageIndex, book_wheels, cache_dir, server_wheels  # noqa: E402
 from tests.support.repos import make_repo  # noqa: E402
 
 __all__ = ["REPO", "Hub", "PackageIndex", "hub_args", "make_repo"]
@@ -47,7 +47,7 @@ def workspace(keep: bool = False) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def package_index(root: Path) -> Iterator[PackageIndex]:
-    index = PackageIndex([server_wheels(cache_dir())])
+    index = PackageIndex([server_wheels(cache_dir()), book_wheels(cache_dir())])
     index.sdists = root / "sdists"
     try:
         yield index

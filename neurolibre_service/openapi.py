@@ -22,6 +22,79 @@ _ERRORS = {
 _ENV_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
 
 
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_OBJ = {"type": "object"}
+_STAGE_LOG = {
+    "200": {"description": "The log", "content": {"text/plain": {}, "text/event-stream": {}}},
+    **_ERRORS,
+}
+
+
+def _preprint_paths() -> dict:
+    """Preprints, builds (stages and their logs), layout checks and datasets."""
+    repo = {"type": "object", "required": ["repository"], "properties": {
+        "repository": {"type": "string", "description": "https:// Git URL"},
+        "ref": {"type": "string", "default": "HEAD"}}}  # fmt: skip
+    submit = {"type": "object", "required": ["repository"], "properties": {
+        **repo["properties"], "email": {"type": "string", "description": "gets the result"}}}  # fmt: skip
+    return {
+        "/api/preprints": {
+            "get": {"summary": "Your preprints (all for admins), newest first, paged like environments",
+                    "responses": {"200": _resp("Preprints with their latest build", {"type": "array", "items": _OBJ}),
+                                  "403": _ERRORS["403"]}},
+            "post": {"summary": "Submit a repository: check, environment, data and book, as one build",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": submit}}},
+                     "responses": {"201": _resp("Preprint, with its queued build", _OBJ),
+                                   "400": _resp("Bad URL, ref or email", _ERROR),
+                                   "409": _resp("A build of this preprint is still running", _ERROR),
+                                   "403": _ERRORS["403"]}},
+        },
+        "/api/preprints/{id}": {
+            "parameters": [_ID],
+            "get": {"summary": "A preprint and all its builds (newest first)", "responses": {"200": _resp("", _OBJ), **_ERRORS}},
+            "delete": {"summary": "Delete a preprint, its builds and their artifacts", "responses": {"204": _resp("Deleted"), **_ERRORS}},
+        },
+        "/api/preprints/{id}/builds": {
+            "parameters": [_ID],
+            "post": {"summary": "Build again (the ref is resolved again)",
+                     "responses": {"201": _resp("Queued build", _OBJ), "409": _resp("Busy", _ERROR), **_ERRORS}},
+        },
+        "/api/builds/{id}": {
+            "parameters": [_ID],
+            "get": {"summary": "A build: status, stages, failed stage, findings, datasets, notebooks executed and cached",
+                    "responses": {"200": _resp("", _OBJ), **_ERRORS}},
+        },
+        "/api/builds/{id}/cancel": {
+            "parameters": [_ID],
+            "post": {"summary": "Cancel a queued or running build",
+                     "responses": {"200": _resp("Cancelled", _OBJ), "409": _resp("Already finished", _ERROR), **_ERRORS}},
+        },
+        "/api/builds/{id}/logs/{stage}": {
+            "parameters": [_ID, {"name": "stage", "in": "path", "required": True,
+                                 "schema": {"enum": ["main", "environment", "data", "book"]}},
+                           {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}}],
+            "get": {"summary": "One stage's log (main: the check and the summary); text or server-sent events",
+                    "description": "A stage the build never reached ends at once with status 'skipped'.",
+                    "responses": _STAGE_LOG},
+        },
+        "/api/check": {
+            "post": {"summary": "The layout checks of a repository, without building (same as `neurolibre check`)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": repo}}},
+                     "responses": {"200": _resp("Findings (level, file, line, message, fix) and the error count", _OBJ),
+                                   "400": _resp("Bad URL or ref", _ERROR), "403": _ERRORS["403"]}},
+        },
+        "/api/datasets": {
+            "get": {"summary": "Admins: every fetched dataset, its size, and whether a build uses it",
+                    "responses": {"200": _resp("Datasets", {"type": "array", "items": _OBJ}), "403": _ERRORS["403"]}},
+        },
+        "/api/datasets/{key}": {
+            "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": {"summary": "Admins: delete a dataset no current build uses",
+                       "responses": {"204": _resp("Deleted"), "409": _resp("In use", _ERROR), **_ERRORS}},
+        },
+    }  # fmt: skip
+
+
 def openapi_document(base_url: str) -> dict:
     return {
         "openapi": "3.1.0",
@@ -208,6 +281,7 @@ def openapi_document(base_url: str) -> dict:
                                   "409": _resp("Not ready", _ERROR)},
                 },
             },
+            **_preprint_paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (custom:neurolibre:admin unless configured open)",

@@ -117,7 +117,9 @@ def test_the_api_description_covers_every_route():
     for pattern, _handler in routes("/"):
         if pattern.startswith("/api/") or pattern == "/metrics":
             path = (pattern.replace(r"(\d+)", "{id}").replace(r"(rebuild|cancel)", "{action}")
-                    .replace(r"([A-Za-z0-9._-]+)", "{name}"))  # fmt: skip
+                    .replace(r"([A-Za-z0-9._-]+)", "{name}")
+                    .replace("(main|environment|data|book)", "{stage}")
+                    .replace("([0-9a-f]{64})", "{key}"))  # fmt: skip
             candidates = {path} if "{action}" not in path else {
                 path.replace("{action}", a) for a in ("rebuild", "cancel")}  # fmt: skip
             assert candidates <= documented, pattern
