@@ -17,9 +17,11 @@ if [ ! -d "$sample/.git" ]; then
 fi
 cat <<MSG
 
-  NeuroLibre is starting on http://127.0.0.1:${NEUROLIBRE_HUB_PORT:-8000}/services/neurolibre/
+  NeuroLibre is starting. Submit the sample preprint on the test form:
+    http://127.0.0.1:${NEUROLIBRE_HUB_PORT:-8000}/services/neurolibre/preprints/new
   Log in as "admin" (or any other name) with the password "${NEUROLIBRE_PASSWORD:-neurolibre}".
-  Sample preprint to build: $sample
+  Repository: $sample   (ref: main)
+  Emails to authors arrive in $DATA/mail/new/ (the local mail sink).
   Stop with Ctrl-C.
 
 MSG

@@ -282,8 +282,8 @@ class DockerBuilder(Builder):
                 if k in os.environ:
                     env[k] = os.environ[k]
             await ctx.stage("building image")
-            ctx.say(f"repo2docker {recipe['repo2docker']} builds {name} on {self.docker_host}"
-                    + (f" (build network: {self.build_network})"))  # fmt: skip
+            ctx.say(f"repo2docker {recipe['repo2docker']} builds {name} on {self.docker_host} "
+                    f"(build network: {self.build_network})")  # fmt: skip
             started = time.monotonic()
             code = await ctx.with_log(watch).run(argv, cwd=scratch, env=env)
             if code:
