@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -153,3 +155,78 @@ async def test_long_lists_come_in_pages(hub, new_repo):
         assert len(first.json()) + len(rest.json()) == min(total, 4)
         bad = await dave.get("environments", params={"limit": 0})
         assert bad.status_code == 400
+
+
+@pytest.fixture(scope="module")
+async def bobs_preprint(hub, repos_root):
+    """A preprint of bob's whose build stops at the layout check (nothing is installed)."""
+    from .support.repos import make_repo
+
+    repo = repos_root / "bobs-preprint"
+    if not repo.exists():
+        make_repo(repo, {"README.md": "not a preprint\n"})
+    async with hub.token_client("bob") as bob:
+        r = await bob.post("preprints", json={"repository": str(repo), "ref": "main"})
+        assert r.status_code == 201, r.text
+        p = r.json()
+        for _ in range(300):
+            build = (await bob.get(f"builds/{p['latest_build']['id']}")).json()
+            if build["status"] in ("failed", "succeeded"):
+                break
+            await asyncio.sleep(0.2)
+    return p
+
+
+PREPRINT_ENDPOINTS = [
+    ("GET", "preprints/{id}"),
+    ("DELETE", "preprints/{id}"),
+    ("POST", "preprints/{id}/builds"),
+    ("GET", "builds/{build}"),
+    ("POST", "builds/{build}/cancel"),
+    ("GET", "builds/{build}/logs/main"),
+    ("GET", "builds/{build}/logs/book"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PREPRINT_ENDPOINTS)
+async def test_another_users_preprint_is_invisible(hub, alice, bobs_preprint, method, path):
+    p = bobs_preprint
+    r = await alice.request(method, path.format(id=p["id"], build=p["latest_build"]["id"]))
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path"), [*PREPRINT_ENDPOINTS, ("GET", "preprints"),
+                                              ("POST", "preprints"), ("POST", "check"),
+                                              ("GET", "datasets")])  # fmt: skip
+async def test_anonymous_and_unscoped_users_cannot_touch_preprints(hub, bobs_preprint, method,
+                                                                   path):  # fmt: skip
+    p = bobs_preprint
+    path = path.format(id=p["id"], build=p["latest_build"]["id"])
+    async with anonymous(hub) as anon:
+        assert (await anon.request(method, path)).status_code == 403
+    async with hub.token_client("carol") as carol:
+        assert (await carol.request(method, path)).status_code == 403
+
+
+async def test_admins_see_every_preprint_and_only_admins_see_datasets(hub, alice, bobs_preprint):
+    async with hub.token_client("admin") as admin:
+        everyone = (await admin.get("preprints")).json()
+        assert bobs_preprint["id"] in [p["id"] for p in everyone]
+        build = (await admin.get(f"builds/{bobs_preprint['latest_build']['id']}")).json()
+        assert build["failed_stage"] == "check"
+        assert (await admin.get("datasets")).status_code == 200
+    assert bobs_preprint["id"] not in [p["id"] for p in (await alice.get("preprints")).json()]
+    assert (await alice.get("datasets")).status_code == 403
+    assert (await alice.delete("datasets/" + "0" * 64)).status_code == 403
+
+
+async def test_cookie_writes_to_preprints_need_the_xsrf_token(hub, repos_root):
+    session = await hub.browser_client("alice")
+    try:
+        r = await session.request("POST", "api/preprints", xsrf=False,
+                                  json={"repository": str(repos_root / "x"), "ref": "main"})  # fmt: skip
+        assert r.status_code == 403
+        r = await session.request("POST", "api/check", xsrf=False, json={"repository": "x"})
+        assert r.status_code == 403
+    finally:
+        await session.aclose()
