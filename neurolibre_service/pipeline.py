@@ -201,7 +201,9 @@ class Pipeline:
 
     async def _previous_cache(self, preprint_id: int, build_id: int, runtime_key: str,
                               data_keys: set[str]) -> Path | None:  # fmt: skip
-        """The execution cache of the last good build with the same environment and data."""
+        """The execution cache of the latest build that ran its book on the same environment
+        and data. A failed book build counts: its cache holds only notebooks that ran to the end,
+        so fixing one broken notebook does not re-run the others."""
         async with self.db.session() as s:
             rows = (
                 await s.scalars(
@@ -210,12 +212,13 @@ class Pipeline:
                 )
             ).unique().all()  # fmt: skip
         for b in rows:
-            if b.job.status != JobStatus.succeeded:
-                continue
+            if b.stages.get("book") not in ("succeeded", "failed"):
+                continue  # stopped before its book: nothing executed
             if b.runtime_key != runtime_key or {d.key for d in b.datasets} != data_keys:
                 return None  # the environment or data changed since: execute everything
             cache = self.preprints.builds_dir / str(b.id) / "exec-cache"
-            return cache if cache.is_dir() else None
+            if cache.is_dir():
+                return cache
         return None
 
     async def book(self, ctx: JobContext, build_id: int, preprint_id: int, checkout: Path,

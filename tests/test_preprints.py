@@ -325,3 +325,16 @@ async def test_a_second_submission_while_building_is_refused(hub, alice, new_rep
     assert r.status_code == 200
     build, _ = await finish(alice, p["latest_build"]["id"])
     assert build["status"] == "cancelled"
+
+
+async def test_fixing_a_broken_notebook_reruns_only_that_one(hub, alice, new_repo):
+    good = notebook("print('good one')")
+    repo, _ = new_repo(preprint({"good": good, "broken": notebook("1 / 0")}))
+    p = await submit(alice, repo)
+    failed, _ = await finish(alice, p["latest_build"]["id"])
+    assert failed["status"] == "failed" and failed["failed_stage"] == "book"
+    assert "broken" in failed["error"] and "ZeroDivisionError" in failed["error"]
+    commit(repo, {"content/broken.ipynb": notebook("print(1 / 1)")})
+    fixed, _ = await rebuild(alice, p["id"])
+    assert fixed["status"] == "succeeded", fixed["error"]
+    assert (fixed["executed"], fixed["cached"]) == (1, 1)
