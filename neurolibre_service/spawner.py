@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import httpx
+from dockerspawner import DockerSpawner
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Unicode, default
@@ -156,3 +157,24 @@ class NeuroLibreLocalProcessSpawner(NeuroLibreLocalProcessMixin, LocalProcessSpa
 
 class NeuroLibreSimpleLocalProcessSpawner(NeuroLibreLocalProcessMixin, SimpleLocalProcessSpawner):
     pass
+
+
+class NeuroLibreDockerMixin(NeuroLibreSpawnerMixin):
+    """Containers (DockerSpawner): the server runs on the environment's image, nothing else.
+
+    The image comes from the service (docker or binderhub backends), never from the user; the
+    operator's DockerSpawner settings (network, volumes, user) stay as configured.
+    """
+
+    async def _use_environment(self, spec: dict) -> None:
+        if spec.get("backend") not in ("docker", "binderhub"):
+            raise web.HTTPError(400, f"Environment {spec['id']} is not built as an image "
+                                     "(it is a local environment; use a local spawner).")  # fmt: skip
+        self.image = spec["location"]
+
+
+class NeuroLibreDockerSpawner(NeuroLibreDockerMixin, DockerSpawner):
+    @default("options_form")
+    def _options_form_default(self):
+        # the environment list, not DockerSpawner's image list: users never pick an image
+        return lambda spawner: spawner._default_options_form()
