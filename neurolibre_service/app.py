@@ -274,6 +274,8 @@ class NeuroLibre(Application):
             sandbox=sandbox,
             hub_version=self.hub_version or await self._ask_hub_version(),
         )
+        for secret in self.builder_impl.secrets():
+            self.logs.redact.add(secret)
         self.environments = EnvironmentManager(
             self.db, self.queue, self.builder_impl,
             policy=RepoPolicy(tuple(self.allowed_url_schemes), tuple(self.local_repository_roots)),

@@ -100,6 +100,9 @@ class Pipeline:
     async def run(self, ctx: JobContext) -> None:
         build, preprint = await self._build(ctx.job_id)
         ctx.data["on_finish"] = lambda status: self.finished(ctx.job_id, status)
+        # what a builder may record about the first use of a runtime (image labels)
+        ctx.data["origin"] = {"repository": preprint.repo_url, "commit": ctx.params["commit"],
+                              "preprint-id": preprint.id, "build-id": build.id}  # fmt: skip
         what = f"{build.ref} = commit {ctx.params['commit']}" if ctx.params["commit"] else build.ref
         ctx.say(f"Preprint {preprint.id}, build {build.id}: {preprint.repo_url} {what}")
         # a re-queued build (service restart) starts its stages again

@@ -37,9 +37,13 @@ class Builder(LoggingConfigurable):
     async def build(self, ctx: JobContext, runtime: RuntimeFiles, key: str) -> BuiltRuntime:
         raise NotImplementedError
 
-    def exists(self, location: str) -> bool:
+    async def exists(self, location: str) -> bool:
         """Is a previously built runtime still usable (e.g. not deleted from disk)?"""
         raise NotImplementedError
 
     async def remove(self, location: str) -> None:
         raise NotImplementedError
+
+    def secrets(self) -> list[str]:
+        """Values (registry passwords, tokens) the service must redact from every log."""
+        return []

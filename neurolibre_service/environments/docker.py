@@ -87,12 +87,15 @@ class _Watch:
 
     def write(self, text: str):
         line = text.rstrip("\r\n")
+        if line.startswith('{"aux": ') and "}}" in line:
+            # the engine's image id, printed by repo2docker without a line break
+            line = text = line.split("}}", 1)[1]
         m = RUNNING_IN.match(line)
         if m:
             self.containers.append(m.group(1))
         if DOCKER_ERROR.match(line):
             self.error = line
-        if line.strip():
+        if line.strip() and not line.startswith(("Successfully", "Removing intermediate")):
             self.last = line.strip()
         return self._log.write(text)
 
@@ -287,11 +290,9 @@ class DockerBuilder(Builder):
             started = time.monotonic()
             code = await ctx.with_log(watch).run(argv, cwd=scratch, env=env)
             if code:
-                raise JobFailed(
-                    "Building the image failed"
-                    + (f": {watch.error}" if watch.error else f" (repo2docker exited {code})")
-                    + ". The build log above shows the step that failed."
-                )
+                why = (watch.error or watch.last or f"repo2docker exited {code}").rstrip(".")
+                raise JobFailed(f"Building the image failed: {why}. The build log above "
+                                "shows the step that failed.")  # fmt: skip
             async with de.engine(self.docker_host) as client:
                 info = await de.inspect_image(client, temp)
                 if info is None:

@@ -138,7 +138,7 @@ class LocalBuilder(Builder):
     def location(self, key: str) -> Path:
         return Path(self.environments_dir) / key
 
-    def exists(self, location: str) -> bool:
+    async def exists(self, location: str) -> bool:
         return (Path(location) / MARKER).is_file()
 
     async def remove(self, location: str) -> None:

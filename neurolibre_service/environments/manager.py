@@ -220,6 +220,10 @@ class EnvironmentManager:
             raise JobFailed("The environment was deleted.")
         commit = ctx.params["commit"]
         ctx.say(f"Repository {env.repo_url}, {env.ref} = commit {commit}")
+        # what a builder may record about the first use of the runtime (image labels)
+        ctx.data["origin"] = {"repository": env.repo_url, "commit": commit,
+                              "environment-id": env.id, "environment-name": env.name,
+                              "cpu-limit": env.cpu_limit, "memory-limit": env.mem_limit}  # fmt: skip
         dest = self.checkouts_dir / f"job-{ctx.job_id}"
         shutil.rmtree(dest, ignore_errors=True)
         try:
@@ -265,7 +269,7 @@ class EnvironmentManager:
         async with self._key_lock(key):
             async with self.db.session() as s:
                 rt = await s.get(Runtime, key)
-            if rt is not None and self.builder.exists(rt.location):
+            if rt is not None and await self.builder.exists(rt.location):
                 ctx.say(f"Reusing the environment built earlier from identical runtime files "
                         f"({rt.location}); nothing to build.")  # fmt: skip
             else:
