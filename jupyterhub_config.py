@@ -47,10 +47,11 @@ if not token_file.exists():
     token_file.touch(mode=0o600)
     token_file.write_text(secrets.token_hex(32))
 SERVICE_TOKEN = token_file.read_text().strip()
-c.NeuroLibreSimpleLocalProcessSpawner.neurolibre_token = SERVICE_TOKEN
+# (set on the mixin: every NeuroLibre spawner class, local or Docker, gets them)
+c.NeuroLibreSpawnerMixin.neurolibre_token = SERVICE_TOKEN
 # every server runs on an environment the service built (the hub's own has no JupyterLab)
-c.NeuroLibreSimpleLocalProcessSpawner.require_environment = True
-c.NeuroLibreSimpleLocalProcessSpawner.neurolibre_url = (
+c.NeuroLibreSpawnerMixin.require_environment = True
+c.NeuroLibreSpawnerMixin.neurolibre_url = (
     f"http://127.0.0.1:{SERVICE_PORT}/services/{SERVICE_NAME}/"
 )
 

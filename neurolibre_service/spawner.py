@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from dockerspawner import DockerSpawner
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
+from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -174,7 +175,24 @@ class NeuroLibreDockerMixin(NeuroLibreSpawnerMixin):
 
 
 class NeuroLibreDockerSpawner(NeuroLibreDockerMixin, DockerSpawner):
+    """DockerSpawner on NeuroLibre images; also on a bridge-less engine (network_name "host")."""
+
     @default("options_form")
     def _options_form_default(self):
         # the environment list, not DockerSpawner's image list: users never pick an image
         return lambda spawner: spawner._default_options_form()
+
+    async def start(self):
+        if self.network_name == "host":
+            # containers share the host's ports: each server gets a free one, on loopback
+            # unless the operator says otherwise
+            self.port = random_port()
+            self.use_internal_ip = True  # no port publishing on the host network
+            if self.ip in ("", "0.0.0.0"):  # noqa: S104 (we replace it, not bind it)
+                self.ip = "127.0.0.1"
+        return await super().start()
+
+    async def get_ip_and_port(self):
+        if self.network_name == "host":
+            return self.ip, self.port
+        return await super().get_ip_and_port()

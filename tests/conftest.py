@@ -80,9 +80,10 @@ def start_hub(tmp_path, pkg_index, repos_root):
     """Start another hub with other service settings (time limits, databases)."""
     hubs: list[Hub] = []
 
-    def start(name: str = "hub", **traits) -> Hub:
+    def start(name: str = "hub", extra_config: str = "", **traits) -> Hub:
         need("bubblewrap", bool(shutil.which("bwrap")))
-        h = Hub(tmp_path, name=name, service_args=hub_args(pkg_index, repos_root, **traits))
+        h = Hub(tmp_path, name=name, service_args=hub_args(pkg_index, repos_root, **traits),
+                extra_config=extra_config)  # fmt: skip
         h.start()
         hubs.append(h)
         return h

@@ -46,13 +46,15 @@ c.JupyterHub.log_level = "INFO"
 
 
 class Hub:
-    def __init__(self, workdir: Path, *, service_args: list[str] = (), name: str = "hub"):
+    def __init__(self, workdir: Path, *, service_args: list[str] = (), name: str = "hub",
+                 extra_config: str = ""):  # fmt: skip
         self.workdir = workdir / name
         self.data = self.workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.service_args = list(service_args)
+        self.extra_config = extra_config
         self.log_path = self.workdir / "jupyterhub.log"
         self.proc: subprocess.Popen | None = None
 
@@ -82,7 +84,8 @@ class Hub:
     def start(self, timeout: float = 60) -> None:
         config = self.workdir / "jupyterhub_config.py"
         config.write_text(CONFIG.format(embedded=str(REPO / "jupyterhub_config.py"),
-                                        token=self.token, password=PASSWORD))  # fmt: skip
+                                        token=self.token, password=PASSWORD)
+                          + self.extra_config)  # fmt: skip
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

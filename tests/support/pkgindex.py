@@ -174,3 +174,21 @@ def cache_dir() -> Path:
     return Path(
         os.environ.get("NEUROLIBRE_TEST_CACHE", Path.home() / ".cache" / "neurolibre-tests")
     )
+
+
+def bookworm_wheels(cache: Path) -> Path:
+    """Wheels for Debian 12's Python (3.11.2), which the Docker tests' base image has: the latest
+    soupsieve (beautifulsoup4's, for Jupyter Book and JupyterLab) asks for 3.11.5 or later."""
+    target = cache / "wheels-python-3.11.2"
+    if not (target / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                        "--python-version", "3.11.2", "--no-deps", "-d", str(target),
+                        "soupsieve"], check=True)  # fmt: skip
+        (target / ".complete").write_text("ok\n")
+    return target
+
+
+def add_wheels(index: PackageIndex, directory: Path) -> None:
+    for f in directory.iterdir():
+        if f.suffix == ".whl":
+            index.files[f.name] = f
