@@ -330,6 +330,11 @@ class NeuroLibre(Application):
     async def start_async(self) -> None:
         await self.setup()
         await self.datasets.recover()
+        try:
+            for location in await self.environments.reconcile():
+                self.log.warning("Runtime %s is gone; its environments must be rebuilt", location)
+        except Exception as e:  # an engine down at start must not keep the service down
+            self.log.error("Could not check the built runtimes: %s", e)
         await self.queue.start()
         self.server = HTTPServer(self.tornado_app, xheaders=True)
         self.server.listen(self.port, self.ip)

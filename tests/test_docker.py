@@ -397,3 +397,23 @@ async def test_the_runtime_key_follows_what_changes_the_image(tmp_path):
     assert plain != await key(appendix="RUN true")
     # 2025+ needs the docker buildx plugin, which Debian does not ship
     assert (await DockerBuilder().recipe(runtime))["repo2docker"] == "2024.7.0"
+
+
+async def test_an_image_removed_behind_the_services_back_shows_the_environment_as_missing(
+    site, engine, new_repo
+):
+    repo = new_repo({"binder/Dockerfile": dockerfile('RUN echo "to be removed" > /gone.txt')})
+    env = await site.build("soon-missing", repo)
+    assert env["status"] == "ready", site.log(env)[-20:]
+    image = env["runtime"] and (await site.manager.runtime(env["runtime"]["key"])).location
+    engine.docker("rmi", "-f", image)
+    # at start the service checks what it built against the engine
+    assert await site.manager.reconcile() == [image]
+    e, job = await site.manager.get(env["id"], "alice", True)
+    shown = site.manager.to_dict(e, job)
+    assert shown["status"] == "missing" and "rebuild" in shown["error"]
+    # a rebuild makes it ready again
+    await site.manager.rebuild(env["id"], "alice", True)
+    env = await site.finished(env["id"])
+    assert env["status"] == "ready"
+    assert await site.manager.reconcile() == []

@@ -31,6 +31,14 @@ DISPLAY_STATUS = {
 }
 
 
+def _status(job: Job | None, runtime: Runtime | None) -> str:
+    if job is None:
+        return "new"
+    if job.status == JobStatus.succeeded and runtime is None:
+        return "missing"
+    return DISPLAY_STATUS[job.status]
+
+
 class EnvironmentManager:
     def __init__(self, db: Database, queue: JobQueue, builder: Builder, *,
                  policy: sources.RepoPolicy, checkouts_dir: Path,
@@ -86,9 +94,11 @@ class EnvironmentManager:
             "repository": env.repo_url,
             "ref": env.ref,
             "commit": env.commit_sha,
-            "status": DISPLAY_STATUS[job.status] if job else "new",
+            "status": _status(job, rt),
             "stage": job.stage if job else None,
-            "error": job.error if job else None,
+            "error": (job.error if job else None) if _status(job, rt) != "missing" else (
+                "Its built runtime is gone (the image or virtual environment was removed "
+                "outside NeuroLibre); rebuild it."),
             "profile": env.profile,
             "cpu_limit": env.cpu_limit,
             "mem_limit": env.mem_limit,
@@ -207,6 +217,28 @@ class EnvironmentManager:
             await self.builder.remove(rt.location)
             await s.delete(rt)
             await s.commit()
+
+    async def reconcile(self) -> list[str]:
+        """At start: forget runtimes whose image or directory disappeared behind our back.
+
+        Their environments then show as "missing" (rebuild them) instead of failing at launch.
+        """
+        async with self.db.session() as s:
+            runtimes = (await s.scalars(select(Runtime))).all()
+        gone = []
+        for rt in runtimes:
+            if rt.backend != self.builder.backend:
+                continue  # built by another backend: not ours to judge
+            async with self._key_lock(rt.key):
+                if await self.builder.exists(rt.location):
+                    continue
+                async with self.db.session() as s:
+                    row = await s.get(Runtime, rt.key)
+                    if row is not None:
+                        await s.delete(row)
+                        await s.commit()
+                gone.append(rt.location)
+        return gone
 
     def _key_lock(self, key: str) -> asyncio.Lock:
         return self._key_locks.setdefault(key, asyncio.Lock())
