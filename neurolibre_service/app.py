@@ -23,7 +23,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, valida
 from traitlets.config import Application
 
 from . import __version__
-from .books import LocalBookRunner
+from .books import BookRunner, DockerBookRunner, LocalBookRunner
 from .datasets import DatasetStore
 from .db import Database
 from .environments import BUILDERS, Builder
@@ -48,7 +48,7 @@ class NeuroLibre(Application):
     version = __version__
     description = "Living preprints: a JupyterHub service that builds and serves executable papers."
 
-    classes = [*BUILDERS.values(), LocalBookRunner]
+    classes = [*BUILDERS.values(), LocalBookRunner, DockerBookRunner]
 
     aliases = {
         "ip": "NeuroLibre.ip",
@@ -291,7 +291,13 @@ class NeuroLibre(Application):
         self.datasets = DatasetStore(self.db, data / "datasets", sandbox,
                                      size_limit=self.data_size_limit,
                                      time_limit=self.data_time_limit)  # fmt: skip
-        self.books = LocalBookRunner(parent=self, sandbox=sandbox)
+        self.books: BookRunner
+        if self.builder == "docker":  # books run in the images the docker builder made
+            self.books = DockerBookRunner(parent=self)
+            if "docker_host" not in self.config.DockerBookRunner:  # the same engine
+                self.books.docker_host = self.builder_impl.docker_host
+        else:
+            self.books = LocalBookRunner(parent=self, sandbox=sandbox)
         smtp = SMTPSettings(host=self.smtp_host, port=self.smtp_port,
                             security=self.smtp_security, username=self.smtp_username,
                             password=self.smtp_password, sender=self.mail_from)  # fmt: skip
@@ -330,6 +336,7 @@ class NeuroLibre(Application):
     async def start_async(self) -> None:
         await self.setup()
         await self.datasets.recover()
+        await self.books.recover()  # before the queue re-runs the jobs of its containers
         try:
             for location in await self.environments.reconcile():
                 self.log.warning("Runtime %s is gone; its environments must be rebuilt", location)

@@ -3,8 +3,10 @@
 One engine per book format (Jupyter Book 1: content/_config.yml + _toc.yml; MyST: myst.yml,
 built by mystmd or jupyter-book>=2) knows how to prepare the checkout, which command builds it
 and where the results are. One
-runner per place a build can run (here, on this machine under bubblewrap; a Docker runner has
-the same shape) only runs that command, with each dataset at `data/<projectName>`, read-only.
+runner per place a build can run (on this machine under bubblewrap; in a container of the
+environment's Docker image) looks into the environment (`environment()`: its Python, its
+book programs and their versions, as seen where the build runs) and runs the engine's
+commands, with each dataset at `data/<projectName>`, read-only.
 
 Notebooks are re-executed on every build, but through an execution cache handed from one build
 of a repository to the next: a notebook whose code did not change takes its outputs from the
@@ -14,17 +16,21 @@ cache, so a commit that edits only prose executes nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
-from traitlets import Float, Instance, Unicode
+from traitlets import Float, Instance, Int, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from . import docker_engine as de
+from .environments.docker import memory_bytes
 from .jobs import JobContext, JobFailed, _duration
 from .sandbox import Sandbox
 
@@ -87,6 +93,36 @@ class BookError(JobFailed):
 class BookSource:
     engine: str  # "jupyter-book" (Jupyter Book 1: _config.yml + _toc.yml) or "myst" (myst.yml)
     root: Path  # content/ for Jupyter Book 1; the directory holding myst.yml for MyST
+
+
+# what a runner finds out about an environment: these distributions' versions, these programs
+DISTRIBUTIONS = ("jupyter_book", "mystmd", "jupyter_server", "ipykernel", "jupyter_cache")
+COMMANDS = ("jupyter-book", "myst")
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """An environment as a book build sees it: every path is valid where the build runs (on
+    this machine for a virtual environment, inside the container for a Docker image)."""
+
+    name: str  # what the pipeline calls it: a virtual environment's path, an image's name
+    prefix: PurePosixPath  # its Python's sys.prefix
+    python: str  # its Python
+    versions: Mapping[str, str] = field(default_factory=dict)  # distribution: version
+    commands: Mapping[str, str] = field(default_factory=dict)  # program (COMMANDS): its path
+    root: bool = False  # builds run as root (MyST's Jupyter server must be told it may)
+    path: str = ""  # PATH for its commands ("": the runner's own choice)
+    home: str = ""  # HOME for its commands ("": the user's own)
+
+
+def venv_info(prefix: Path) -> EnvInfo:
+    """A virtual environment on this machine, from its files (nothing of it runs)."""
+    prefix = Path(prefix)
+    bin_dir = prefix / "bin"
+    versions = {d: v for d in DISTRIBUTIONS if (v := _installed_version(prefix, d))}
+    commands = {c: str(bin_dir / c) for c in COMMANDS if (bin_dir / c).exists()}
+    return EnvInfo(str(prefix), PurePosixPath(prefix), str(bin_dir / "python"), versions,
+                   commands, root=os.geteuid() == 0)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -220,7 +256,7 @@ class _Run:
 
     source: BookSource
     checkout: Path
-    env_prefix: Path
+    env: EnvInfo
     out_dir: Path
     argv: list[str]
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -257,10 +293,10 @@ class _JupyterBook1:
         self.runner = runner
 
     async def prepare(self, ctx: JobContext, source: BookSource, checkout: Path,
-                      env_prefix: Path, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
-        jb = env_prefix / "bin" / "jupyter-book"
-        version = _installed_version(env_prefix, "jupyter_book")
-        if not jb.exists() or version is None:
+                      env: EnvInfo, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
+        jb = env.commands.get("jupyter-book")
+        version = env.versions.get("jupyter_book")
+        if jb is None or version is None:
             raise BookError(
                 "The environment has no jupyter-book: add jupyter-book<2 (e.g. "
                 "jupyter-book==1.0.4.post1) to binder/requirements.txt."
@@ -280,8 +316,8 @@ class _JupyterBook1:
             cache.mkdir()
         self._configure(ctx, source.root, cache)
         await asyncio.to_thread(_remove, source.root / "_build")
-        argv = [str(jb), "build", "--all", str(source.root)]
-        return _Run(source, checkout, env_prefix, out_dir, argv)
+        argv = [jb, "build", "--all", str(source.root)]
+        return _Run(source, checkout, env, out_dir, argv)
 
     def _configure(self, ctx: JobContext, root: Path, cache: Path) -> None:
         """Execute through the cache whatever the author's _config.yml says; keep the rest."""
@@ -327,8 +363,7 @@ class _JupyterBook1:
         cache = run.checkout / CACHE_IN_CHECKOUT
         if not _has_files(cache):
             return None
-        python = run.env_prefix / "bin" / "python"
-        return [str(python), "-c", PRUNE, str(cache), *map(str, sorted(run.progress.cache_ids))]
+        return [run.env.python, "-c", PRUNE, str(cache), *map(str, sorted(run.progress.cache_ids))]
 
     async def collect(self, ctx: JobContext, run: _Run, code: int) -> tuple[Path, Path | None]:
         """Move the HTML and the cache to out_dir; raise if the build or a notebook failed."""
@@ -389,8 +424,8 @@ class _Myst:
         self.runner = runner
 
     async def prepare(self, ctx: JobContext, source: BookSource, checkout: Path,
-                      env_prefix: Path, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
-        argv = self._command(ctx, env_prefix)
+                      env: EnvInfo, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
+        argv = self._command(ctx, env)
         theme = self._theme()
         rel = source.root.relative_to(checkout).as_posix()
         self._configure(ctx, source.root, "myst.yml" if rel == "." else f"{rel}/myst.yml", theme)
@@ -404,12 +439,12 @@ class _Myst:
         work = checkout / MYST_WORK
         await asyncio.to_thread(_remove, work)
         (work / "jupyter").mkdir(parents=True)
-        if os.geteuid() == 0:  # MyST's Jupyter server refuses to run as root unless allowed
+        if env.root:  # MyST's Jupyter server refuses to run as root unless allowed
             (work / "jupyter" / "jupyter_server_config.json").write_text(
                 '{"ServerApp": {"allow_root": true}}\n'
             )
         (work / "cache-probe.cjs").write_text(MYST_CACHE_PROBE)
-        run = _Run(source, checkout, env_prefix, out_dir, argv, cwd=source.root,
+        run = _Run(source, checkout, env, out_dir, argv, cwd=source.root,
                    readable=[theme] if theme else [],
                    progress=_MystProgress(prefix="" if rel == "." else f"{rel}/"))  # fmt: skip
         run.extra_env.update(
@@ -421,17 +456,16 @@ class _Myst:
         return run
 
     @staticmethod
-    def _command(ctx: JobContext, env_prefix: Path) -> list[str]:
+    def _command(ctx: JobContext, env: EnvInfo) -> list[str]:
         """jupyter-book>=2 if the environment has it, else mystmd."""
-        bin_dir = env_prefix / "bin"
-        jb = _installed_version(env_prefix, "jupyter_book")
-        if jb and int(jb.split(".")[0]) >= 2 and (bin_dir / "jupyter-book").exists():
+        jb = env.versions.get("jupyter_book")
+        if jb and int(jb.split(".")[0]) >= 2 and "jupyter-book" in env.commands:
             ctx.say(f"Jupyter Book {jb} (MyST)")
-            return [str(bin_dir / "jupyter-book"), "build", "--html", "--execute"]
-        myst = _installed_version(env_prefix, "mystmd")
-        if myst and (bin_dir / "myst").exists():
+            return [env.commands["jupyter-book"], "build", "--html", "--execute"]
+        myst = env.versions.get("mystmd")
+        if myst and "myst" in env.commands:
             ctx.say(f"MyST {myst} (mystmd)")
-            return [str(bin_dir / "myst"), "build", "--html", "--execute"]
+            return [env.commands["myst"], "build", "--html", "--execute"]
         raise BookError(
             "This repository's book is a MyST project (myst.yml), but the environment has "
             "nothing to build it with"
@@ -655,29 +689,32 @@ class BookRunner(LoggingConfigurable):
     def engine(self, name: str):
         return _JupyterBook1(self) if name == "jupyter-book" else _Myst(self)
 
-    async def build(self, ctx: JobContext, *, checkout: Path, env_prefix: Path,
+    async def build(self, ctx: JobContext, *, checkout: Path, environment: str,
                     datasets: Sequence[tuple[str, Path]], cache_in: Path | None,
                     out_dir: Path) -> BookResult:  # fmt: skip
+        """Build the checkout's book in `environment` (what the environment builder made:
+        a virtual environment's path, an image's name), each dataset at data/<name>."""
         checkout = checkout.resolve()
         source = find_book(checkout)
         for name, _ in datasets:
             if not PROJECT_NAME.fullmatch(name) or ".." in name:
                 raise BookError(f"Dataset name {name!r} cannot be a directory under data/.")
         engine = self.engine(source.engine)
+        env = await self.environment(ctx, environment)
         out_dir.mkdir(parents=True, exist_ok=True)
-        run = await engine.prepare(ctx, source, checkout, env_prefix, cache_in, out_dir)
+        run = await engine.prepare(ctx, source, checkout, env, cache_in, out_dir)
         rel = source.root.relative_to(checkout).as_posix()
         ctx.say(f"Building the book ({source.engine}, in {rel if rel != '.' else 'the root'}) "
                 f"with {_duration(self.time_limit)} at most.")  # fmt: skip
-        self.announce(ctx)
+        self.announce(ctx, env)
         tapped = ctx.with_log(_TappedLog(ctx.log, run.progress.see))
         try:
             async with asyncio.timeout(self.time_limit):
-                code = await self.run(tapped, run.argv, checkout=checkout, env_prefix=env_prefix,
+                code = await self.run(tapped, run.argv, checkout=checkout, env=env,
                                       datasets=datasets, extra_env=run.extra_env, cwd=run.cwd,
                                       readable=run.readable)  # fmt: skip
                 after = engine.after(run) if code == 0 else None
-                if after and await self.run(ctx, after, checkout=checkout, env_prefix=env_prefix,
+                if after and await self.run(ctx, after, checkout=checkout, env=env,
                                             datasets=(), extra_env=run.extra_env):  # fmt: skip
                     ctx.say("!! Tidying the execution cache failed; it is kept whole.")
         except TimeoutError:
@@ -703,16 +740,32 @@ class BookRunner(LoggingConfigurable):
         p = Path(path)
         return p.relative_to(checkout).as_posix() if p.is_relative_to(checkout) else path
 
-    def announce(self, ctx: JobContext) -> None:
+    async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
+        """What the environment has, as seen where the book runs."""
+        raise NotImplementedError
+
+    def announce(self, ctx: JobContext, env: EnvInfo) -> None:
         """Say in the log where and how confined the book runs."""
 
-    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path,
-                  env_prefix: Path, datasets: Sequence[tuple[str, Path]],
-                  extra_env: dict[str, str], cwd: Path | None = None,
-                  readable: Sequence[Path] = ()) -> int:  # fmt: skip
+    async def recover(self) -> None:
+        """At the service's start: stop what builds of an earlier run left running."""
+
+    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
+                  datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
+                  cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
         """Run a command of the book's in the checkout (or cwd, inside it), datasets read-only
         at data/<name>; `readable`: directories of the service's it may read (a theme)."""
         raise NotImplementedError
+
+
+# variables every book command gets, wherever it runs
+BOOK_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "NO_COLOR": "1",
+    "JUPYTER_PLATFORM_DIRS": "1",
+    "MPLBACKEND": "Agg",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+}
 
 
 class LocalBookRunner(BookRunner):
@@ -720,37 +773,298 @@ class LocalBookRunner(BookRunner):
 
     sandbox = Instance(Sandbox, help="How the book build is confined (set by the service).")
 
-    def announce(self, ctx: JobContext) -> None:
+    async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
+        return venv_info(Path(environment))
+
+    def announce(self, ctx: JobContext, env: EnvInfo) -> None:
         if self.sandbox.kind == "bwrap":
             ctx.say("The book runs confined (bubblewrap): read-only system, writes only to the "
                     "checkout, data read-only.")  # fmt: skip
         else:
             ctx.say("!! The book runs unconfined (sandbox = 'none'): data/ links to the datasets.")
 
-    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path,
-                  env_prefix: Path, datasets: Sequence[tuple[str, Path]],
-                  extra_env: dict[str, str], cwd: Path | None = None,
-                  readable: Sequence[Path] = ()) -> int:  # fmt: skip
+    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
+                  datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
+                  cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
         confined = self.sandbox.kind == "bwrap"
         cwd = cwd or checkout
+        prefix = Path(env.prefix)
         mounts = _data_mounts(ctx, checkout, datasets, link=not confined)
-        readable = [env_prefix, *_base_prefixes(env_prefix), *readable]
+        readable = [prefix, *_base_prefixes(prefix), *readable]
         argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=cwd)
         if confined:
             argv = with_ro_binds(argv, mounts)
-        env = self.sandbox.env(
-            path_prefix=[str(env_prefix / "bin")],
-            extra={
-                "VIRTUAL_ENV": str(env_prefix),
-                "PYTHONUNBUFFERED": "1",
-                "NO_COLOR": "1",
-                "JUPYTER_PLATFORM_DIRS": "1",
-                "MPLBACKEND": "Agg",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                **extra_env,
+        env_vars = self.sandbox.env(path_prefix=[str(prefix / "bin")],
+                                    extra={"VIRTUAL_ENV": str(prefix), **BOOK_ENV,
+                                           **extra_env})  # fmt: skip
+        return await ctx.run(argv, cwd=cwd, env=env_vars)
+
+
+# run in the environment's image: what it has, as its user sees it (one JSON line)
+PROBE = """\
+import importlib.metadata as md, json, os, shutil, sys
+versions, commands = {}, {}
+for name in sys.argv[1].split(","):
+    try:
+        versions[name] = md.version(name)
+    except md.PackageNotFoundError:
+        pass
+for name in sys.argv[2].split(","):
+    path = os.path.join(sys.prefix, "bin", name)
+    path = path if os.access(path, os.X_OK) else shutil.which(name)
+    if path:
+        commands[name] = path
+home = os.path.expanduser("~")
+print("neurolibre-env:", json.dumps({
+    "prefix": sys.prefix, "python": sys.executable, "versions": versions,
+    "commands": commands, "uid": os.getuid(), "path": os.environ.get("PATH", ""),
+    "home": home, "home_writable": os.access(home, os.W_OK)}))
+"""
+PROBE_TIME_LIMIT = 120
+USER = re.compile(r"(?P<uid>\d+):(?P<gid>\d+)")
+ROLE_LABEL = de.LABEL_PREFIX + "role"
+JOB_LABEL = de.LABEL_PREFIX + "job"
+RUN_LABEL = de.LABEL_PREFIX + "run"
+
+
+class DockerBookRunner(BookRunner):
+    """Runs the book in a container of the environment's image, on a Docker engine.
+
+    The checkout is mounted read-write at the same path as on this machine (so every path
+    the engines write in the book's settings stays valid) and is the container's working
+    directory; each dataset is mounted read-only at data/<name> in it. The container has no
+    network (loopback only), no Docker socket, no capabilities, no new privileges, runs as
+    `user` (not root) under CPU, memory and process limits, and is removed when the command
+    ends, fails, is cancelled or runs out of time. Its log streams into the job's log.
+    """
+
+    docker_host = Unicode(
+        help="""The Docker engine the books run on: unix:///path/to/docker.sock or
+        tcp://host:port. Default: the docker builder's (c.DockerBuilder.docker_host), where
+        the environment images are; that is DOCKER_HOST, or unix:///var/run/docker.sock.""",
+    ).tag(config=True)
+
+    @default("docker_host")
+    def _default_docker_host(self) -> str:
+        return de.default_host()
+
+    user = Unicode(
+        "1000:1000",
+        help="""UID:GID the book runs as in the container (numbers; not root). The default is
+        the user of repo2docker's images. The service hands the checkout to this user for the
+        build and takes it back after, which needs the service to run as root, or as this
+        very UID.""",
+    ).tag(config=True)
+
+    @validate("user")
+    def _valid_user(self, proposal) -> str:
+        m = USER.fullmatch(proposal["value"])
+        if not m:
+            raise ValueError(f"user {proposal['value']!r}: use numbers, UID:GID (e.g. 1000:1000)")
+        if int(m["uid"]) == 0:
+            raise ValueError("user: books do not run as root (UID 0)")
+        return proposal["value"]
+
+    cpu_limit = Float(2.0, help="CPUs a book build may use (may be fractional).").tag(config=True)
+    mem_limit = Unicode(
+        "4G", help="Memory a book build may use (e.g. 4G, 512M); no swap beyond it."
+    ).tag(config=True)
+
+    @validate("mem_limit")
+    def _valid_memory(self, proposal) -> str:
+        memory_bytes(proposal["value"])
+        return proposal["value"]
+
+    pids_limit = Int(1024, help="Processes (and threads) a book build may run at once.").tag(
+        config=True
+    )
+
+    @property
+    def _ids(self) -> tuple[int, int]:
+        m = USER.fullmatch(self.user)
+        return int(m["uid"]), int(m["gid"])
+
+    async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
+        """Ask the image itself (a short container running its python3)."""
+        lines: list[str] = []
+        argv = ["python3", "-c", PROBE, ",".join(DISTRIBUTIONS), ",".join(COMMANDS)]
+        try:
+            async with asyncio.timeout(PROBE_TIME_LIMIT):
+                code = await self._container(ctx, environment, argv, on_line=lines.append)
+        except TimeoutError:
+            code = None
+        found = [line for line in lines if line.startswith("neurolibre-env: ")]
+        if code != 0 or not found:
+            what = "did not answer in time" if code is None else f"exited with status {code}"
+            tail = "; its last lines:\n" + "\n".join(lines[-10:]) if lines else ""
+            raise JobFailed(
+                f"Cannot look into the environment's image {environment}: its python3 {what}. "
+                "The image must have Python (python3 on its PATH) with the book's programs" + tail
+            )
+        info = json.loads(found[-1].removeprefix("neurolibre-env: "))
+        path = info["path"] or "/usr/local/bin:/usr/bin:/bin"
+        bin_dir = str(PurePosixPath(info["prefix"]) / "bin")
+        if bin_dir not in path.split(":"):
+            path = f"{bin_dir}:{path}"
+        return EnvInfo(environment, PurePosixPath(info["prefix"]), info["python"],
+                       info["versions"], info["commands"], root=info["uid"] == 0, path=path,
+                       home="" if info["home_writable"] else "/tmp")  # fmt: skip
+
+    def announce(self, ctx: JobContext, env: EnvInfo) -> None:
+        ctx.say(f"The book runs in a container of {env.name} (user {self.user}, no network, "
+                f"no new privileges, {self.cpu_limit:g} CPUs, {self.mem_limit} of memory): "
+                "writes only to the checkout, data read-only.")  # fmt: skip
+
+    async def recover(self) -> None:
+        """Book containers left by an earlier run of the service (it stopped, or crashed,
+        during a build): they are removed, their jobs are re-queued by the job queue."""
+        try:
+            async with de.engine(self.docker_host) as client:
+                removed = await _remove_labelled(client, ROLE_LABEL + "=book")
+        except (de.EngineUnavailable, de.DockerError, OSError) as e:  # must not stop the start
+            self.log.error("Could not look for book containers of an earlier run: %s", e)
+            return
+        if removed:
+            self.log.warning("Removed %d book container(s) left by an earlier run", removed)
+
+    async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
+                  datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
+                  cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
+        uid, gid = self._ids
+        as_root = os.geteuid() == 0
+        if not as_root and os.geteuid() != uid:
+            raise JobFailed(
+                f"The book cannot run: it runs as user {self.user} in its container, and this "
+                f"service (user {os.geteuid()}) cannot give that user the checkout. The "
+                "operator must run the service as root, or set c.DockerBookRunner.user to the "
+                "service's own UID:GID."
+            )
+        mounts = [(checkout, checkout, False)]
+        mounts += [(src, dst, True) for src, dst in _data_mounts(ctx, checkout, datasets,
+                                                                  link=False)]  # fmt: skip
+        mounts += [(Path(p).resolve(), Path(p).resolve(), True) for p in readable]
+        variables = {**BOOK_ENV, **extra_env}
+        if env.path:
+            variables["PATH"] = env.path
+        if env.home:
+            variables["HOME"] = env.home
+        if as_root:  # the build writes in the checkout as its user
+            await asyncio.to_thread(_chown_tree, checkout, uid, gid)
+        try:
+            return await self._container(ctx, env.name, argv, on_line=ctx.log.write,
+                                         mounts=mounts, cwd=cwd or checkout,
+                                         variables=variables)  # fmt: skip
+        finally:
+            if as_root:  # back to the service, which moves the results out
+                await asyncio.shield(asyncio.to_thread(_chown_tree, checkout, os.geteuid(),
+                                                       os.getegid()))  # fmt: skip
+
+    async def _container(self, ctx: JobContext, image: str, argv: Sequence[str], *,
+                         on_line: Callable[[str], None],
+                         mounts: Sequence[tuple[Path, Path, bool]] = (), cwd: Path | None = None,
+                         variables: Mapping[str, str] | None = None) -> int:  # fmt: skip
+        """Run argv in a new container of `image`, each output line to on_line; its exit
+        status. The container is removed however this ends (cancel and time limits too)."""
+        token = uuid.uuid4().hex
+        config = self._config(ctx, image, argv, mounts, cwd, variables or {}, token)
+        try:
+            async with de.engine(self.docker_host) as client:
+                try:
+                    container = await client.containers.create(config)
+                    await container.start()
+                except de.DockerError as e:
+                    if e.status == 404 and "image" in str(e.message).lower():
+                        raise JobFailed(
+                            f"The Docker engine at {self.docker_host} has no image {image}: "
+                            "the environment must be built again."
+                        ) from None
+                    raise JobFailed(
+                        f"The book's container cannot start on {self.docker_host}: {e.message}"
+                    ) from None
+                await _stream_lines(container, on_line)
+                status = (await container.wait()).get("StatusCode", -1)
+                state = (await container.show()).get("State") or {}
+                if state.get("OOMKilled"):
+                    ctx.say(f"!! The book ran out of memory: it may use {self.mem_limit} "
+                            f"(c.{type(self).__name__}.mem_limit).")  # fmt: skip
+                return status
+        except de.EngineUnavailable as e:
+            raise JobFailed(f"{e} Ask the operator to start it.") from None
+        finally:
+            await asyncio.shield(self._remove(token))
+
+    def _config(self, ctx: JobContext, image: str, argv: Sequence[str],
+                mounts: Sequence[tuple[Path, Path, bool]], cwd: Path | None,
+                variables: Mapping[str, str], token: str) -> dict:  # fmt: skip
+        memory = memory_bytes(self.mem_limit)
+        config = {
+            "Image": image,
+            "Cmd": list(argv),
+            "User": self.user,
+            "Env": [f"{k}={v}" for k, v in variables.items()],
+            "Labels": {ROLE_LABEL: "book", JOB_LABEL: str(ctx.job_id), RUN_LABEL: token},
+            "AttachStdin": False, "OpenStdin": False, "Tty": False,
+            "HostConfig": {
+                "Mounts": [{"Type": "bind", "Source": str(src), "Target": str(dst),
+                            "ReadOnly": ro} for src, dst, ro in mounts],
+                "NetworkMode": "none",
+                "SecurityOpt": ["no-new-privileges"],
+                "CapDrop": ["ALL"],
+                "Privileged": False,
+                "Init": True,  # reaps the notebooks' processes, passes signals on
+                "NanoCpus": int(self.cpu_limit * 1e9),
+                "Memory": memory,
+                "MemorySwap": memory,
+                "PidsLimit": self.pids_limit,
+                "LogConfig": {"Type": "json-file",
+                              "Config": {"max-size": "20m", "max-file": "2"}},
             },
-        )
-        return await ctx.run(argv, cwd=cwd, env=env)
+        }  # fmt: skip
+        if cwd is not None:
+            config["WorkingDir"] = str(cwd)
+        return config
+
+    async def _remove(self, token: str) -> None:
+        """The container of one run, found by its label (even if its creation was cut short
+        before its id came back), killed and removed; failures are logged, not raised."""
+        try:
+            async with de.engine(self.docker_host, check=False) as client:
+                await _remove_labelled(client, f"{RUN_LABEL}={token}")
+        except (de.DockerError, OSError) as e:
+            self.log.warning("Removing book container %s failed: %s", token, e)
+
+
+async def _remove_labelled(client, label: str) -> int:
+    found = await client.containers.list(all="1", filters=json.dumps({"label": [label]}))
+    removed = 0
+    for container in found:
+        removed += await de.remove_container(client, container.id)
+    return removed
+
+
+async def _stream_lines(container, on_line: Callable[[str], None]) -> None:
+    """The container's output (stdout and stderr), line by line as it comes."""
+    buf = ""
+    async for chunk in container.log(stdout=True, stderr=True, follow=True):
+        buf += chunk
+        *lines, buf = buf.split("\n")
+        for line in lines:
+            on_line(line)
+    if buf:
+        on_line(buf)
+
+
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    """Give a directory tree to uid:gid, without following symbolic links (a repository's
+    link must not hand over a file outside it). Linux clears the set-user-ID and set-group-ID
+    bits of a file whose owner changes, so a build cannot leave a set-user-ID root program."""
+    os.chown(top, uid, gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            try:
+                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
 
 
 def with_ro_binds(argv: list[str], binds: Sequence[tuple[Path, Path]]) -> list[str]:

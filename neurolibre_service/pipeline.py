@@ -118,12 +118,13 @@ class Pipeline:
             async with self.stage(ctx, build.id, "environment") as sctx:
                 key = await self.environment(sctx, build.id, checkout)
             runtime = await self.environments.runtime(key)
-            env_prefix = Path(runtime.location)
+            # a dataset whose src is Python code runs only in a local virtual environment
+            env_prefix = Path(runtime.location) if runtime.backend == "local" else None
             async with self.stage(ctx, build.id, "data") as sctx:
                 data = await self.data(sctx, build.id, checkout, env_prefix)
             async with self.stage(ctx, build.id, "book") as sctx:
-                await self.book(sctx, build.id, preprint.id, checkout, env_prefix, key, data,
-                                out_dir)  # fmt: skip
+                await self.book(sctx, build.id, preprint.id, checkout, runtime.location, key,
+                                data, out_dir)  # fmt: skip
             if not ctx.params.get("working_tree"):
                 ctx.say(f"The preview is at {self.preview_url(preprint.id)}")
         finally:
@@ -181,7 +182,7 @@ class Pipeline:
         return await self.environments.ensure_runtime(ctx, checkout, attach)
 
     async def data(self, ctx: JobContext, build_id: int, checkout: Path,
-                   env_prefix: Path) -> list[tuple[str, Path]]:  # fmt: skip
+                   env_prefix: Path | None) -> list[tuple[str, Path]]:  # fmt: skip
         rel = next((r for r in DATA_REQUIREMENT if (checkout / r).is_file()), None)
         if rel is None:
             ctx.say("No data_requirement.json: this preprint needs no data.")
@@ -225,7 +226,7 @@ class Pipeline:
         return None
 
     async def book(self, ctx: JobContext, build_id: int, preprint_id: int, checkout: Path,
-                   env_prefix: Path, runtime_key: str, data: list[tuple[str, Path]],
+                   environment: str, runtime_key: str, data: list[tuple[str, Path]],
                    out_dir: Path) -> None:  # fmt: skip
         try:
             source = find_book(checkout)
@@ -240,7 +241,7 @@ class Pipeline:
             ctx.say("No earlier execution cache for this environment and data: "
                     "every notebook runs.")  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = await self.books.build(ctx, checkout=checkout, env_prefix=env_prefix,
+        result = await self.books.build(ctx, checkout=checkout, environment=environment,
                                         datasets=data, cache_in=cache_in, out_dir=out_dir)  # fmt: skip
         await self._set(build_id, executed=result.executed, cached=result.cached)
 

@@ -153,3 +153,20 @@ def postgres():
     pg.start()
     yield pg
     pg.stop()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """A private Docker engine (host networking only) with the tests' Debian base image."""
+    from .support.docker import DockerDaemon, ensure_base_image, missing_tools
+
+    for package in missing_tools():
+        need(f"{package} (Debian package)", False)
+    need("root, to start dockerd", os.geteuid() == 0)
+    daemon = DockerDaemon()
+    try:
+        daemon.start()
+        ensure_base_image(daemon)
+        yield daemon
+    finally:
+        daemon.stop()

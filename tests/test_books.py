@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
-from neurolibre_service.books import BookError, BookResult, LocalBookRunner, find_book
+from neurolibre_service.books import BookError, BookResult, LocalBookRunner, find_book, venv_info
 from neurolibre_service.sandbox import Sandbox
 
 from .conftest import need
@@ -120,8 +120,8 @@ async def book_queue(tmp_path_factory):
         call = calls[ctx.params["call"]]
         ctx.data["on_finish"] = call["finished"]
         call["result"] = await call["runner"].build(
-            ctx, checkout=call["checkout"], env_prefix=call["env"], datasets=call["datasets"],
-            cache_in=call["cache_in"], out_dir=call["out_dir"])  # fmt: skip
+            ctx, checkout=call["checkout"], environment=str(call["env"]),
+            datasets=call["datasets"], cache_in=call["cache_in"], out_dir=call["out_dir"])  # fmt: skip
 
     queue = JobQueue(db, logs, {"book": run_book}, concurrency=2)
     await queue.start()
@@ -286,7 +286,8 @@ async def test_a_book_for_jupyter_book_1_in_an_environment_with_jupyter_book_2_i
         (checkout / name).write_text(text)
     engine = _JupyterBook1(LocalBookRunner(sandbox=Sandbox("bwrap")))
     with pytest.raises(BookError, match=r"has jupyter-book 2\.0\.2 .* Pin jupyter-book<2"):
-        await engine.prepare(None, find_book(checkout), checkout, env, None, tmp_path / "out")
+        await engine.prepare(None, find_book(checkout), checkout, venv_info(env), None,
+                             tmp_path / "out")  # fmt: skip
 
 
 async def test_a_repository_without_a_book_is_told_what_is_missing(books, tmp_path):
@@ -561,7 +562,8 @@ async def test_a_myst_book_in_an_environment_without_mystmd_is_told_what_to_add(
         (checkout / name).write_text(text)
     engine = _Myst(LocalBookRunner(sandbox=Sandbox("bwrap")))
     with pytest.raises(BookError, match=r"add mystmd \(or jupyter-book>=2\) to binder/requi"):
-        await engine.prepare(None, find_book(checkout), checkout, env, None, tmp_path / "out")
+        await engine.prepare(None, find_book(checkout), checkout, venv_info(env), None,
+                             tmp_path / "out")  # fmt: skip
 
 
 async def test_the_myst_book_is_found_at_the_root_or_in_content(tmp_path):

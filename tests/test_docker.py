@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -23,28 +22,13 @@ from neurolibre_service.jobs import JobQueue
 from neurolibre_service.logs import LogStore, Redactor
 from neurolibre_service.sources import RepoPolicy
 
-from .conftest import need
-from .support.docker import DockerDaemon, Registry, ensure_base_image, missing_tools
+from .support.docker import DockerDaemon, Registry
 from .support.pkgindex import PackageIndex, cache_dir, server_wheels
 from .support.repos import make_repo
 from .test_environments import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 MEMORY_LIMIT = 512 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def engine():
-    for package in missing_tools():
-        need(f"{package} (Debian package)", False)
-    need("root, to start dockerd", os.geteuid() == 0)
-    daemon = DockerDaemon()
-    try:
-        daemon.start()
-        ensure_base_image(daemon)
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from .conftest import build
 from .support.hub import SERVICE
 from .support.kernel import run_in_kernel
 from .support.pkgindex import add_wheels, bookworm_wheels, cache_dir
-from .test_docker import engine  # noqa: F401 (the module's private dockerd)
 from .test_servers import wait_ready
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(900)]
@@ -41,7 +40,7 @@ c.Spawner.args = []
 
 
 async def test_a_direct_link_opens_a_server_in_a_container_on_the_image(
-    engine,  # noqa: F811
+    engine,
     start_hub,
     new_repo,
     pkg_index,
