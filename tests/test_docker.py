@@ -401,3 +401,44 @@ async def test_an_image_removed_behind_the_services_back_shows_the_environment_a
     env = await site.finished(env["id"])
     assert env["status"] == "ready"
     assert await site.manager.reconcile() == []
+
+
+async def test_a_build_interrupted_by_a_service_restart_runs_again_and_leaves_nothing_behind(
+    engine, new_repo, workdir
+):
+    repo = new_repo({"binder/Dockerfile": dockerfile('RUN echo "restart step" && sleep 8')})
+    first = await Site(workdir / "restarting", engine.host).start()
+    env = await first.build("interrupted", repo, wait=False)
+
+    async def running():
+        _env, job = await first.manager.get(env["id"], "alice", True)
+        path = first.logs.path(first.queue.log_key(job.id))
+        return path.exists() and "restart step" in path.read_text()
+
+    await wait_for(running, timeout=120)
+    # the service stops in the middle of the build: the job stays "running" in SQL
+    await first.stop()
+    assert not containers(engine)
+
+    # the next start re-queues it; it runs again to the end on the same engine
+    second = await Site(workdir / "restarting", engine.host).start()
+    try:
+        env = await second.finished(env["id"])
+        log = second.log(env)
+    finally:
+        await second.stop()
+    assert env["status"] == "ready", log[-20:]
+    assert env["job"]["attempts"] == 2
+    assert "!! The service restarted during this job; it was re-queued." in log
+    assert not containers(engine)
+    assert engine.docker("image", "inspect", env["runtime"] and
+                         (await _location(workdir / "restarting", env))).returncode == 0  # fmt: skip
+
+
+async def _location(root: Path, env: dict) -> str:
+    db = Database(f"sqlite:///{root / 'db.sqlite'}")
+    try:
+        async with db.session() as s:
+            return (await s.get(Runtime, env["runtime"]["key"])).location
+    finally:
+        await db.close()
