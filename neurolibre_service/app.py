@@ -287,7 +287,8 @@ class NeuroLibre(Application):
         policy = self.environments.policy
         self.preprints = PreprintManager(self.db, self.queue, policy=policy,
                                          checkouts_dir=data / "checkouts",
-                                         builds_dir=data / "builds")  # fmt: skip
+                                         builds_dir=data / "builds",
+                                         datasets_root=data / "datasets")  # fmt: skip
         self.datasets = DatasetStore(self.db, data / "datasets", sandbox,
                                      size_limit=self.data_size_limit,
                                      time_limit=self.data_time_limit)  # fmt: skip

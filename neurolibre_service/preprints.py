@@ -29,12 +29,13 @@ def stage_log_key(job_id: int, stage: str | None) -> str:
 
 class PreprintManager:
     def __init__(self, db: Database, queue: JobQueue, *, policy: sources.RepoPolicy,
-                 checkouts_dir: Path, builds_dir: Path):  # fmt: skip
+                 checkouts_dir: Path, builds_dir: Path, datasets_root: Path):  # fmt: skip
         self.db = db
         self.queue = queue
         self.policy = policy
         self.checkouts_dir = checkouts_dir
         self.builds_dir = builds_dir
+        self.datasets_root = datasets_root
 
     # -- checks without a build ------------------------------------------------------------
 
@@ -109,6 +110,25 @@ class PreprintManager:
             if b.job.status.value == "succeeded" and self.html_dir(b.id).is_dir():
                 return b
         raise NotFound("This preprint has no successful build to preview yet.")
+
+    async def datasets_for(self, env) -> list[dict]:
+        """The datasets a server on this environment gets (read-only): those of the owner's
+        latest good build of the same repository on the same runtime."""
+        async with self.db.session() as s:
+            builds = (
+                await s.scalars(
+                    select(Build).join(Preprint, Preprint.id == Build.preprint_id)
+                    .join(Job, Job.id == Build.job_id)
+                    .where(Preprint.owner == env.owner, Preprint.repo_url == env.repo_url,
+                           Build.runtime_key == env.runtime_key, Job.status == "succeeded")
+                    .order_by(Build.id.desc()).limit(1)
+                )
+            ).unique().all()  # fmt: skip
+        if not builds:
+            return []
+        return [{"project_name": d.project_name, "path": str(self.datasets_root / d.key /
+                                                            d.project_name)}
+                for d in builds[0].datasets if d.status == "ready"]  # fmt: skip
 
     def html_dir(self, build_id: int) -> Path:
         return self.builds_dir / str(build_id) / "html"

@@ -172,6 +172,15 @@ class NeuroLibreDockerMixin(NeuroLibreSpawnerMixin):
             raise web.HTTPError(400, f"Environment {spec['id']} is not built as an image "
                                      "(it is a local environment; use a local spawner).")  # fmt: skip
         self.image = spec["location"]
+        # the preprint's datasets, read-only where its notebooks look: data/<projectName>
+        if not hasattr(self, "_nl_volumes"):
+            self._nl_volumes = dict(self.volumes)  # the operator's own volumes
+        home = self.notebook_dir or "/home/jovyan"
+        self.volumes = {
+            **self._nl_volumes,
+            **{d["path"]: {"bind": f"{home}/data/{d['project_name']}", "mode": "ro"}
+               for d in spec.get("datasets") or []},
+        }  # fmt: skip
 
 
 class NeuroLibreDockerSpawner(NeuroLibreDockerMixin, DockerSpawner):

@@ -106,6 +106,16 @@ async def test_a_preprint_builds_in_containers_and_a_direct_link_opens_a_server_
                                   "import nl_image_only, os, sys\n"
                                   "print(nl_image_only.VALUE, os.getuid(), sys.prefix)")  # fmt: skip
         assert out.split() == ["from-the-image", "1000", "/srv/venv"]
+        # the preprint's dataset is there, read-only, where its notebooks look for it
+        out = await run_in_kernel(
+            f"{hub.url}/user/alice/boxed/", hub.api_token("alice"),
+            "from pathlib import Path\n"
+            "p = Path('/home/jovyan/data/vals/values.txt')\n"
+            "try:\n    p.write_text('changed')\n    w = 'writable'\n"
+            "except OSError as e:\n    w = type(e).__name__\n"
+            "print(p.read_text().strip().replace(' ', ','), w)",
+        )  # fmt: skip
+        assert out.split() == ["3,4,5", "OSError"]
         ps = engine.docker("ps", "--format", "{{json .}}").stdout.splitlines()
         running = json.loads(ps[0])
         assert env["runtime"]["key"][:32] in running["Image"]

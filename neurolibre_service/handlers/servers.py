@@ -86,4 +86,5 @@ class SpawnerAPI(APIHandler):
             "backend": env.runtime.backend, "location": env.runtime.location,
             "python_version": env.runtime.python_version,
             "cpu_limit": info["cpu_limit"], "mem_limit": info["mem_limit"],
+            "datasets": await self.nl.preprints.datasets_for(env),
         })  # fmt: skip
