@@ -30,9 +30,11 @@ from traitlets import Float, Instance, Int, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import docker_engine as de
+from .checks import PROJECT_NAME_RE
 from .environments.docker import memory_bytes
-from .jobs import JobContext, JobFailed, _duration
+from .jobs import JobContext, JobFailed
 from .sandbox import Sandbox
+from .units import duration
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # myst-nb's log lines: "<path>: Executed notebook in 1.2 seconds [mystnb]" and friends
@@ -41,7 +43,6 @@ EXECUTED = re.compile(r"^(?P<path>\S.*?): Executed notebook in")
 CACHED = re.compile(r"^(?P<path>\S.*?): Using cached notebook: ID=")
 FAILED = re.compile(r"^(?P<path>\S.*?): WARNING: Executing notebook failed")
 CACHE_ID = re.compile(r": (?:Using cached notebook|Cached executed notebook): ID=(?P<id>\d+)")
-PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CACHE_IN_CHECKOUT = ".neurolibre-exec-cache"  # where a build's execution cache lives
 NOTEBOOK_SUFFIXES = (".ipynb", ".md", ".myst", ".py")
 
@@ -697,7 +698,7 @@ class BookRunner(LoggingConfigurable):
         checkout = checkout.resolve()
         source = find_book(checkout)
         for name, _ in datasets:
-            if not PROJECT_NAME.fullmatch(name) or ".." in name:
+            if not PROJECT_NAME_RE.fullmatch(name) or ".." in name:
                 raise BookError(f"Dataset name {name!r} cannot be a directory under data/.")
         engine = self.engine(source.engine)
         env = await self.environment(ctx, environment)
@@ -705,7 +706,7 @@ class BookRunner(LoggingConfigurable):
         run = await engine.prepare(ctx, source, checkout, env, cache_in, out_dir)
         rel = source.root.relative_to(checkout).as_posix()
         ctx.say(f"Building the book ({source.engine}, in {rel if rel != '.' else 'the root'}) "
-                f"with {_duration(self.time_limit)} at most.")  # fmt: skip
+                f"with {duration(self.time_limit)} at most.")  # fmt: skip
         self.announce(ctx, env)
         tapped = ctx.with_log(_TappedLog(ctx.log, run.progress.see))
         try:
@@ -723,7 +724,7 @@ class BookRunner(LoggingConfigurable):
             await engine.keep_cache(run)  # what executed before the stop serves the next build
             raise JobFailed(
                 f"The book build was stopped{where}: it exceeded the time limit of "
-                f"{_duration(self.time_limit)} (c.{type(self).__name__}.time_limit). Make the "
+                f"{duration(self.time_limit)} (c.{type(self).__name__}.time_limit). Make the "
                 "notebooks faster (e.g. compute heavy results beforehand and read them from "
                 "the data), or ask the operator for a longer limit."
             ) from None

@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import secrets
 import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ from .db import Build, Database, Dataset, Job, JobStatus
 from .db.models import build_datasets, utcnow
 from .errors import Conflict, NotFound
 from .jobs import JobFailed
+from .units import aware, du, duration
 
 if TYPE_CHECKING:
     from .jobs import JobContext
@@ -393,7 +393,7 @@ class DatasetStore:
         where = f" with {env_prefix / 'bin' / 'python3'}" if spec.is_code else ""
         ctx.say(
             f"Fetching dataset {spec.label} with repo2data{where} (size limit "
-            f"{human_size(self.size_limit)}, time limit {_duration(self.time_limit)})."
+            f"{human_size(self.size_limit)}, time limit {duration(self.time_limit)})."
         )
         if self.sandbox.kind == "bwrap":
             ctx.say("repo2data runs confined (bubblewrap): it may write only to its staging "
@@ -415,7 +415,7 @@ class DatasetStore:
         except TimeoutError:
             raise JobFailed(
                 f"Fetching dataset {spec.label} took longer than the time limit of "
-                f"{_duration(self.time_limit)} (c.NeuroLibre.data_time_limit) and was stopped."
+                f"{duration(self.time_limit)} (c.NeuroLibre.data_time_limit) and was stopped."
             ) from None
         finally:
             if not run.done():
@@ -458,7 +458,7 @@ class DatasetStore:
         async with self.db.session() as s:
             rows = (await s.scalars(select(Dataset))).all()
         users = await self._users()
-        rows = sorted(rows, key=lambda d: _aware(d.last_used_at or d.created_at), reverse=True)
+        rows = sorted(rows, key=lambda d: aware(d.last_used_at or d.created_at), reverse=True)
         return [self.to_dict(d, bool(users.get(d.key))) for d in rows]
 
     async def delete(self, key: str) -> None:
@@ -508,18 +508,6 @@ class DatasetStore:
         }
 
 
-def du(path: Path) -> int:
-    """Bytes in the files under path; symbolic links are not followed."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _remove(path: Path) -> None:
     if path.is_symlink():
         path.unlink()
@@ -547,30 +535,18 @@ def _read_result(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _aware(dt: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def _iso(dt: datetime | None) -> str | None:
-    return _aware(dt).isoformat() if dt is not None else None
+    return aware(dt).isoformat() if dt is not None else None
 
 
 def _when(dt: datetime | None) -> str:
-    return _aware(dt).strftime("on %Y-%m-%d at %H:%M UTC") if dt is not None else "earlier"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:g} minutes"
-    return f"{seconds:g} seconds"
+    return aware(dt).strftime("on %Y-%m-%d at %H:%M UTC") if dt is not None else "earlier"
 
 
 __all__ = [
     "DataError",
     "DatasetSpec",
     "DatasetStore",
-    "du",
     "human_size",
     "parse_requirement",
     "requirement_key",

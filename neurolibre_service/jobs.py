@@ -23,6 +23,7 @@ from .db.models import utcnow
 from .logs import LogChannel, LogStore
 from .metrics import Metrics
 from .processes import kill_tree, run_streaming
+from .units import aware, duration
 
 log = logging.getLogger("neurolibre.jobs")
 
@@ -245,7 +246,7 @@ class JobQueue:
             self.metrics.jobs.labels(kind=kind or "any", status=status.value).inc()
             if started is not None:
                 self.metrics.job_seconds.labels(kind=kind or "any").observe(
-                    (utcnow() - _aware(started)).total_seconds()
+                    (utcnow() - aware(started)).total_seconds()
                 )
 
     async def _execute(self, job: Job) -> None:
@@ -265,7 +266,7 @@ class JobQueue:
             status, error = JobStatus.failed, str(e)
         except TimeoutError:
             status = JobStatus.failed
-            error = f"Stopped: the time limit of {_duration(self.time_limit)} was exceeded."
+            error = f"Stopped: the time limit of {duration(self.time_limit)} was exceeded."
         except asyncio.CancelledError:
             by = self._cancelled_by.get(job.id)
             if by is None:
@@ -285,16 +286,3 @@ class JobQueue:
         finish = ctx.data.get("on_finish")
         if finish is not None:
             await finish(status)
-
-
-def _aware(dt: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns
-    from datetime import UTC
-
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 120:
-        return f"{seconds / 60:g} minutes"
-    return f"{seconds:g} seconds"

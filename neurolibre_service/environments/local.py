@@ -14,6 +14,7 @@ from traitlets import Instance, List, Unicode, default
 from uv import find_uv_bin
 
 from ..sandbox import Sandbox
+from ..units import du
 from .base import Builder, BuiltRuntime
 from .runtime import RuntimeError_, RuntimeFiles
 
@@ -199,17 +200,6 @@ class LocalBuilder(Builder):
         if not (env_dir / "bin" / "jupyterhub-singleuser").exists():
             raise JobFailed("The environment has no jupyterhub-singleuser after installing.")
         (env_dir / MARKER).write_text(key + "\n")
-        size = await asyncio.to_thread(_du, env_dir)
+        size = await asyncio.to_thread(du, env_dir)
         ctx.say(f"Environment ready: {env_dir} ({size / 1e6:.0f} MB)")
         return BuiltRuntime(str(env_dir), recipe["python"], size)
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
