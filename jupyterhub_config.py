@@ -60,6 +60,10 @@ c.NeuroLibreSpawnerMixin.neurolibre_url = (
 # NEUROLIBRE_MAIL_SINK_PORT=off and give their SMTP server with --NeuroLibre.smtp_host etc.
 MAIL_SINK_PORT = os.environ.get("NEUROLIBRE_MAIL_SINK_PORT", "8025")
 
+# what the service reads from its environment (set in the hub's): secrets and the engine
+SERVICE_ENV = ("NEUROLIBRE_SMTP_PASSWORD", "NEUROLIBRE_REGISTRY_PASSWORD",
+               "NEUROLIBRE_BINDERHUB_TOKEN", "DOCKER_HOST")  # fmt: skip
+
 service_options = {
     "data_dir": str(DATA / "neurolibre"),
     # builds may not read the hub's database and cookie secret either
@@ -90,8 +94,11 @@ c.JupyterHub.services = [
         "command": service_args,
         "cwd": str(HERE),
         # the hub starts services with a bare environment: pass what builds need to reach
-        # package indexes (proxies, certificates)
-        "environment": {k: os.environ[k] for k in DEFAULT_PASSTHROUGH if k in os.environ},
+        # package indexes (proxies, certificates), and the service's own variables (secrets
+        # never go on its command line)
+        "environment": {
+            k: os.environ[k] for k in (*DEFAULT_PASSTHROUGH, *SERVICE_ENV) if k in os.environ
+        },  # fmt: skip
         "oauth_no_confirm": True,
         # lets the service see whether a user holds its custom scopes
         "oauth_client_allowed_scopes": [ADMIN_SCOPE, REVIEW_SCOPE],

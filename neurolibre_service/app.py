@@ -293,8 +293,9 @@ class NeuroLibre(Application):
                                      size_limit=self.data_size_limit,
                                      time_limit=self.data_time_limit)  # fmt: skip
         self.books: BookRunner
-        if self.builder == "docker":  # books run in the images the docker builder made
-            self.books = DockerBookRunner(parent=self)
+        if self.builder in ("docker", "binderhub"):  # books run in the builder's images
+            self.books = DockerBookRunner(parent=self,
+                                          registry_auth=self.builder_impl.registry_auth())  # fmt: skip
             if "docker_host" not in self.config.DockerBookRunner:  # the same engine
                 self.books.docker_host = self.builder_impl.docker_host
         else:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import yaml
-from traitlets import Float, Instance, Int, Unicode, default, validate
+from traitlets import Dict, Float, Instance, Int, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import docker_engine as de
@@ -880,13 +880,39 @@ class DockerBookRunner(BookRunner):
         config=True
     )
 
+    registry_auth = Dict(
+        allow_none=True,
+        help="""Credentials ({"username", "password"}) for pulling images that are not on the
+        engine; the service sets them from the builder's registry settings.""",
+    )
+
     @property
     def _ids(self) -> tuple[int, int]:
         m = USER.fullmatch(self.user)
         return int(m["uid"]), int(m["gid"])
 
+    async def _ensure_image(self, ctx: JobContext, image: str) -> None:
+        """An image built elsewhere (a BinderHub, another engine) is pulled from its registry."""
+        try:
+            async with de.engine(self.docker_host) as client:
+                if await de.inspect_image(client, image) is not None:
+                    return
+                who = f" as {self.registry_auth['username']}" if self.registry_auth else ""
+                ctx.say(f"Pulling {image} from its registry{who}")
+                await de.pull_image(client, image, self.registry_auth, ctx.say)
+        except de.EngineUnavailable as e:
+            raise JobFailed(f"{e} Ask the operator to start it.") from None
+        except de.DockerError as e:
+            raise JobFailed(
+                f"The environment's image {image} is not on the Docker engine and cannot be "
+                f"pulled: {e.message}. If its registry needs a login, the operator sets the "
+                "builder's registry_username and NEUROLIBRE_REGISTRY_PASSWORD; if the image "
+                "was deleted, rebuild the environment."
+            ) from None
+
     async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
         """Ask the image itself (a short container running its python3)."""
+        await self._ensure_image(ctx, environment)
         lines: list[str] = []
         argv = ["python3", "-c", PROBE, ",".join(DISTRIBUTIONS), ",".join(COMMANDS)]
         try:

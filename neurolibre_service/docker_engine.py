@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -101,3 +101,40 @@ async def labelled_images(client: aiodocker.Docker, label: str = RUNTIME_KEY_LAB
 
 def image_labels(info: dict[str, Any]) -> dict[str, str]:
     return dict((info.get("Config") or {}).get("Labels") or {})
+
+
+def _auth_header(name: str, auth: dict[str, str] | None) -> dict[str, str]:
+    """X-Registry-Auth for the registry host at the start of an image name."""
+    if not auth:
+        return {}
+    registry, slash, _ = name.partition("/")
+    if not slash or ("." not in registry and ":" not in registry and registry != "localhost"):
+        registry = "docker.io"  # no registry host in the name: Docker Hub
+    return {"X-Registry-Auth": aiodocker.utils.compose_auth_header(auth, registry)}
+
+
+async def in_registry(client: aiodocker.Docker, name: str, auth: dict[str, str] | None) -> bool:
+    """Does the image's registry have it? (The engine asks the registry: no pull.)"""
+    try:
+        await client._query_json(f"distribution/{name}/json", headers=_auth_header(name, auth))
+        return True
+    except DockerError as e:
+        if e.status in (401, 403, 404):
+            return False
+        raise
+
+
+async def pull_image(client: aiodocker.Docker, name: str, auth: dict[str, str] | None,
+                     say: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Pull `name`, with the credentials when its name has a registry host; DockerError
+    (with the registry's reason) when it cannot be had."""
+    _, slash, _ = name.partition("/")
+    shown: set[str] = set()
+    async for event in client.images.pull(name, auth=(auth or None) if slash else None,
+                                          stream=True):  # fmt: skip
+        if "error" in event:  # older aiodocker versions pass errors on as events
+            raise DockerError(500, {"message": event["error"]})
+        status = event.get("status", "")
+        if say and status.startswith(("Pulling from", "Digest", "Status")) and status not in shown:
+            shown.add(status)
+            say(status)

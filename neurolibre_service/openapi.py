@@ -163,6 +163,20 @@ def openapi_document(base_url: str) -> dict:
                     "responses": {"200": _resp("Healthy"), "503": _resp("Database unreachable")},
                 }
             },
+            "/api/builder": {
+                "get": {
+                    "summary": "The builder backend and the health of what it depends on (admins)",
+                    "description": "health is null for the local builder; for docker the engine's "
+                    "version; for binderhub the BinderHub's /health (ok, checks) and version.",
+                    "responses": {
+                        "200": _resp("Healthy", {"type": "object", "properties": {
+                            "backend": {"type": "string", "enum": ["local", "docker", "binderhub"]},
+                            "health": {"type": ["object", "null"]}}}),
+                        "503": _resp("What the builder depends on is unhealthy or unreachable"),
+                        "403": _ERRORS["403"],
+                    },
+                }
+            },
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",

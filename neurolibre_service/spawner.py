@@ -184,7 +184,29 @@ class NeuroLibreDockerMixin(NeuroLibreSpawnerMixin):
 
 
 class NeuroLibreDockerSpawner(NeuroLibreDockerMixin, DockerSpawner):
-    """DockerSpawner on NeuroLibre images; also on a bridge-less engine (network_name "host")."""
+    """DockerSpawner on NeuroLibre images; also on a bridge-less engine (network_name "host").
+
+    An image that is not on the engine (built by a BinderHub, pushed to a registry) is pulled
+    by DockerSpawner (pull_policy), with `registry_username`/`registry_password` when set.
+    """
+
+    registry_username = Unicode(
+        "", help="Login for pulling environment images from their registry; empty: no login."
+    ).tag(config=True)
+    registry_password = Unicode(
+        help="Password for that login. Default: the NEUROLIBRE_REGISTRY_PASSWORD variable."
+    ).tag(config=True)
+
+    @default("registry_password")
+    def _default_registry_password(self) -> str:
+        return os.environ.get("NEUROLIBRE_REGISTRY_PASSWORD", "")
+
+    def _docker(self, method, *args, **kwargs):
+        # DockerSpawner pulls without credentials; docker-py takes them per call
+        if method == "pull" and self.registry_username and "auth_config" not in kwargs:
+            kwargs["auth_config"] = {"username": self.registry_username,
+                                     "password": self.registry_password}  # fmt: skip
+        return super()._docker(method, *args, **kwargs)
 
     @default("options_form")
     def _options_form_default(self):

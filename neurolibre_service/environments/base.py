@@ -7,7 +7,7 @@ shared (environments/manager.py), so no backend repeats another's bookkeeping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from traitlets.config import LoggingConfigurable
 
@@ -43,6 +43,15 @@ class Builder(LoggingConfigurable):
 
     async def remove(self, location: str) -> None:
         raise NotImplementedError
+
+    async def health(self) -> dict[str, Any] | None:
+        """The state of what this backend depends on (an engine, a BinderHub), for admins;
+        None when it depends on nothing outside this machine."""
+        return None
+
+    def registry_auth(self) -> dict[str, str] | None:
+        """Credentials for pulling this builder's images where they run (books, servers)."""
+        return None
 
     def secrets(self) -> list[str]:
         """Values (registry passwords, tokens) the service must redact from every log."""

@@ -211,6 +211,11 @@ class DockerBuilder(Builder):
         """Values the service must redact from logs."""
         return [self.registry_password] if self.registry_password else []
 
+    def registry_auth(self) -> dict[str, str] | None:
+        if not (self.registry and self.registry_username):
+            return None
+        return {"username": self.registry_username, "password": self.registry_password}
+
     # -- the Builder interface -----------------------------------------------------------
 
     async def recipe(self, runtime: RuntimeFiles) -> dict:
@@ -220,6 +225,14 @@ class DockerBuilder(Builder):
                 "base_image": self.base_image, "user_id": self.user_id,
                 "user_name": self.user_name, "build_args": dict(self.build_args),
                 "appendix": self.appendix, "config": self.repo2docker_config}  # fmt: skip
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            async with de.engine(self.docker_host) as client:
+                version = (await client.version()).get("Version")
+            return {"ok": True, "url": self.docker_host, "version": version}
+        except de.EngineUnavailable as e:
+            return {"ok": False, "url": self.docker_host, "error": str(e)}
 
     async def exists(self, location: str) -> bool:
         try:

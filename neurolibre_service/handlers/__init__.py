@@ -5,7 +5,13 @@ from __future__ import annotations
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 
-from .environments import EnvironmentActionAPI, EnvironmentAPI, EnvironmentsAPI, EnvironmentsPage
+from .environments import (
+    BuilderAPI,
+    EnvironmentActionAPI,
+    EnvironmentAPI,
+    EnvironmentsAPI,
+    EnvironmentsPage,
+)
 from .logs import BuildLogAPI, EnvironmentLogAPI
 from .misc import HealthAPI, MetricsHandler, OpenAPIHandler, RootRedirect
 from .preprints import (
@@ -38,6 +44,7 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (r"oauth_callback", HubOAuthCallbackHandler),
         (r"environments", EnvironmentsPage),
         (r"api/health", HealthAPI),
+        (r"api/builder", BuilderAPI),
         (r"api/openapi.json", OpenAPIHandler),
         (r"metrics", MetricsHandler),
         (r"api/environments", EnvironmentsAPI),

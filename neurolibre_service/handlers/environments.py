@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from tornado import web
 
 from .base import APIHandler, BaseHandler, page_args
+
+
+async def builder_health(handler: BaseHandler) -> dict[str, Any]:
+    """The builder backend and what it depends on (its engine, its BinderHub), for admins."""
+    builder = handler.nl.builder_impl
+    try:
+        async with asyncio.timeout(15):
+            health = await builder.health()
+    except TimeoutError:
+        health = {"ok": False, "error": "No answer within 15 s."}
+    return {"backend": builder.backend, "health": health}
 
 
 class EnvironmentsPage(BaseHandler):
@@ -19,6 +33,7 @@ class EnvironmentsPage(BaseHandler):
             total=total,
             offset=offset,
             limit=limit,
+            builder=await builder_health(self) if self.is_admin else None,
             profiles=self.nl.machine_profiles,
             default_cpu=self.nl.default_cpu_limit,
             default_memory=self.nl.default_memory_limit,
@@ -70,3 +85,13 @@ class EnvironmentActionAPI(APIHandler):
             self.write_json(await envs.rebuild(int(env_id), user["name"], self.is_admin), 202)
         else:
             self.write_json(await envs.cancel(int(env_id), user["name"], self.is_admin))
+
+
+class BuilderAPI(APIHandler):
+    """The builder backend's health (e.g. its BinderHub's /health): admins only."""
+
+    async def get(self) -> None:
+        self.require_admin()
+        body = await builder_health(self)
+        health = body["health"]
+        self.write_json(body, 200 if health is None or health.get("ok") else 503)
