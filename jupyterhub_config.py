@@ -98,7 +98,7 @@ c.JupyterHub.services = [
         # never go on its command line)
         "environment": {
             k: os.environ[k] for k in (*DEFAULT_PASSTHROUGH, *SERVICE_ENV) if k in os.environ
-        },  # fmt: skip
+        },
         "oauth_no_confirm": True,
         # lets the service see whether a user holds its custom scopes
         "oauth_client_allowed_scopes": [ADMIN_SCOPE, REVIEW_SCOPE],
