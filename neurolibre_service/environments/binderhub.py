@@ -1,6 +1,6 @@
 """The binderhub backend: a BinderHub builds the image, through its HTTP build API.
 
-The client follows BINDERHUB_PROTOCOL.md (docs/binderhub.md in the README): one
+The client follows BinderHub's protocol (README, "The BinderHub backend"): one
 `GET {binderhub_url}build/{provider}/{spec}?build_only=true` answered by a server-sent event
 stream whose events carry the build log; `ready` gives the image's name. Its awkward parts:
 
