@@ -892,7 +892,12 @@ class DockerBookRunner(BookRunner):
         return int(m["uid"]), int(m["gid"])
 
     async def _ensure_image(self, ctx: JobContext, image: str) -> None:
-        """An image built elsewhere (a BinderHub, another engine) is pulled from its registry."""
+        """An image built elsewhere (a BinderHub, another engine) is pulled from its registry.
+
+        Only names with a registry host: a bare name was built on an engine, and is not
+        looked for on Docker Hub (the container's start then says to rebuild it)."""
+        if de.registry_host(image) is None:
+            return
         try:
             async with de.engine(self.docker_host) as client:
                 if await de.inspect_image(client, image) is not None:

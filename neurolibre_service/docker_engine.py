@@ -103,18 +103,28 @@ def image_labels(info: dict[str, Any]) -> dict[str, str]:
     return dict((info.get("Config") or {}).get("Labels") or {})
 
 
+def registry_host(name: str) -> str | None:
+    """The registry an image name points at (`host[:port]/...`); None for a bare name such
+    as `neurolibre-env-abc:latest`, which only ever lives on an engine (or Docker Hub)."""
+    first, slash, _ = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
 def _auth_header(name: str, auth: dict[str, str] | None) -> dict[str, str]:
     """X-Registry-Auth for the registry host at the start of an image name."""
     if not auth:
         return {}
-    registry, slash, _ = name.partition("/")
-    if not slash or ("." not in registry and ":" not in registry and registry != "localhost"):
-        registry = "docker.io"  # no registry host in the name: Docker Hub
+    registry = registry_host(name) or "docker.io"
     return {"X-Registry-Auth": aiodocker.utils.compose_auth_header(auth, registry)}
 
 
 async def in_registry(client: aiodocker.Docker, name: str, auth: dict[str, str] | None) -> bool:
     """Does the image's registry have it? (The engine asks the registry: no pull.)"""
+    if registry_host(name) is None:
+        return False  # a bare name: on an engine or nowhere (never looked for on Docker Hub)
+    # aiodocker has no call for the engine's /distribution endpoint: its generic query
     try:
         await client._query_json(f"distribution/{name}/json", headers=_auth_header(name, auth))
         return True
@@ -128,10 +138,9 @@ async def pull_image(client: aiodocker.Docker, name: str, auth: dict[str, str] |
                      say: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """Pull `name`, with the credentials when its name has a registry host; DockerError
     (with the registry's reason) when it cannot be had."""
-    _, slash, _ = name.partition("/")
     shown: set[str] = set()
-    async for event in client.images.pull(name, auth=(auth or None) if slash else None,
-                                          stream=True):  # fmt: skip
+    auth = (auth or None) if registry_host(name) else None
+    async for event in client.images.pull(name, auth=auth, stream=True):
         if "error" in event:  # older aiodocker versions pass errors on as events
             raise DockerError(500, {"message": event["error"]})
         status = event.get("status", "")

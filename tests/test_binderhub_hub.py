@@ -143,6 +143,13 @@ async def test_a_preprint_builds_on_a_binderhub_image_and_a_direct_link_opens_a_
         # 4. the direct link: DockerSpawner pulls the image (gone from the engine) with the
         # login, and the server runs on it with the dataset read-only
         engine.docker("rmi", "-f", image)
+        async with hub.token_client("alice") as alice:
+            # the registry still has it (the engine asks it, with the login): still reused
+            r = await alice.post(f"environments/{env_id}/rebuild")
+            assert r.status_code == 202, r.text
+            lines, status = await follow_log(alice, f"environments/{env_id}/log", timeout=300)
+            assert status == "succeeded" and any("Reusing" in line for _, line in lines), lines
+            assert len(fake.requests) == 1
         session = await hub.browser_client("alice")
         try:
             r = await session.client.get(f"{SERVICE}servers?name=binder&environment={env_id}",
