@@ -30,6 +30,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """n different free ports: each socket stays bound until all are picked (one at a time,
+    the kernel can hand out the same port twice, and two services then fight over it)."""
+    sockets = []
+    try:
+        while len(sockets) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in avoid:
+                s.close()
+                continue
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 CONFIG = """
 load_subconfig({embedded!r})
 c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if r["name"] != "user"] + [
@@ -86,15 +104,16 @@ class Hub:
         config.write_text(CONFIG.format(embedded=str(REPO / "jupyterhub_config.py"),
                                         token=self.token, password=PASSWORD)
                           + self.extra_config)  # fmt: skip
+        hub_api, proxy_api, service, mail_sink = free_ports(4, avoid=(self.port,))
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "NEUROLIBRE_DATA": str(self.data),
             "NEUROLIBRE_HUB_PORT": str(self.port),
-            "NEUROLIBRE_HUB_API_PORT": str(free_port()),
-            "NEUROLIBRE_PROXY_API_PORT": str(free_port()),
-            "NEUROLIBRE_SERVICE_PORT": str(free_port()),
-            "NEUROLIBRE_MAIL_SINK_PORT": str(free_port()),
+            "NEUROLIBRE_HUB_API_PORT": str(hub_api),
+            "NEUROLIBRE_PROXY_API_PORT": str(proxy_api),
+            "NEUROLIBRE_SERVICE_PORT": str(service),
+            "NEUROLIBRE_MAIL_SINK_PORT": str(mail_sink),
             "NEUROLIBRE_EXTRA_ARGS": "\n".join(self.service_args),
         }
         self.log_file = self.log_path.open("ab")
