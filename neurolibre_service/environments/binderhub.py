@@ -27,7 +27,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -82,7 +82,6 @@ class BuildOutcome:
     cached: bool
     events: int = 0
     reconnects: int = 0
-    log: list[str] = field(default_factory=list)
 
 
 def provider_spec(repository: str, commit: str, gitlab_hosts: list[str]) -> tuple[str, str]:
@@ -132,14 +131,13 @@ class BinderHubClient:
     """One BinderHub's build API and health check, with its token."""
 
     def __init__(self, url: str, token: str, *, idle_timeout: float, read_timeout: float,
-                 retries: int, backoff: float, log: Any) -> None:  # fmt: skip
+                 retries: int, backoff: float) -> None:  # fmt: skip
         self.url = url if url.endswith("/") else url + "/"
         self.token = token
         self.idle_timeout = idle_timeout
         self.read_timeout = read_timeout
         self.retries = retries
         self.backoff = backoff
-        self.log = log
 
     def _headers(self) -> dict[str, str]:
         # exactly this Accept: BinderHub refuses a list of types
@@ -203,11 +201,8 @@ class BinderHubClient:
             ) as r:  # fmt: skip
                 self._check_answer(r)
                 last_event = time.monotonic()
-                keepalives = 0
 
                 def keepalive() -> None:
-                    nonlocal keepalives
-                    keepalives += 1
                     if time.monotonic() - last_event > self.idle_timeout:
                         raise BinderHubError(
                             f"BinderHub sent nothing but keep-alives for {self.idle_timeout:g} s "
@@ -383,7 +378,7 @@ class BinderHubBuilder(Builder):
     def client(self) -> BinderHubClient:
         return BinderHubClient(self.binderhub_url, self.token, idle_timeout=self.idle_timeout,
                                read_timeout=self.read_timeout, retries=self.retries,
-                               backoff=self.retry_backoff, log=self.log)  # fmt: skip
+                               backoff=self.retry_backoff)  # fmt: skip
 
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.registry_password) if s]
