@@ -80,8 +80,6 @@ class Event:
 class BuildOutcome:
     image: str
     cached: bool
-    events: int = 0
-    reconnects: int = 0
 
 
 def provider_spec(repository: str, commit: str, gitlab_hosts: list[str]) -> tuple[str, str]:
@@ -187,7 +185,6 @@ class BinderHubClient:
                     raise
                 delay = self.backoff * 2**attempt
                 attempt += 1
-                outcome.reconnects = attempt
                 say(f"!! {e} Reconnecting in {delay:g} s (attempt {attempt + 1} of "
                     f"{self.retries + 1}); BinderHub re-attaches to the same build.")  # fmt: skip
                 await asyncio.sleep(delay)
@@ -213,7 +210,6 @@ class BinderHubClient:
                 phase = ""
                 async for event in events(r, keepalive):
                     last_event = time.monotonic()
-                    outcome.events += 1
                     if event.message:
                         say(event.message.rstrip("\n"))
                     if event.phase and event.phase != phase and event.phase in STAGES:
