@@ -80,13 +80,18 @@ class Environment(Base):
         passive_deletes=True,
     )
 
-    __table_args__ = (Index("ix_environments_owner_name", "owner", "name", unique=True),)
+    __table_args__ = (
+        Index("ix_environments_owner_name", "owner", "name", unique=True),
+        # ids are never reused (a server, link or log names one): see migration 0003
+        {"sqlite_autoincrement": True},
+    )
 
 
 class Job(Base):
     """A durable unit of work (an environment build, later a preprint build)."""
 
     __tablename__ = "jobs"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -160,13 +165,17 @@ class Preprint(Base):
     )
 
     # resubmitting a repository adds a build to its preprint
-    __table_args__ = (Index("ix_preprints_owner_repo", "owner", "repo_url", unique=True),)
+    __table_args__ = (
+        Index("ix_preprints_owner_repo", "owner", "repo_url", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class Build(Base):
     """One run of the pipeline (check, environment, data, book) for a preprint at a commit."""
 
     __tablename__ = "builds"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     preprint_id: Mapped[int] = mapped_column(
