@@ -22,7 +22,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -32,7 +32,9 @@ from traitlets.config import LoggingConfigurable
 from . import docker_engine as de
 from .checks import PROJECT_NAME_RE
 from .environments.docker import memory_bytes
+from .environments.local import base_prefixes
 from .jobs import JobContext, JobFailed
+from .safefiles import UnsafeFile, read_text_confined, remove_special_files
 from .sandbox import Sandbox
 from .units import duration
 
@@ -324,10 +326,12 @@ class _JupyterBook1:
         """Execute through the cache whatever the author's _config.yml says; keep the rest."""
         path = root / "_config.yml"
         config: dict = {}
-        if path.is_file():
+        if path.is_file() or path.is_symlink():
             try:
-                config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                config = yaml.safe_load(read_text_confined(path, root)) or {}
+            except UnsafeFile as e:
+                raise BookError(f"content/{e}") from None
+            except yaml.YAMLError as e:
                 raise BookError(f"content/_config.yml is not valid YAML: {e}") from None
             if not isinstance(config, dict):
                 raise BookError("content/_config.yml must be a mapping of settings.")
@@ -502,8 +506,10 @@ class _Myst:
         `site` entry MyST builds no website at all, so one is added."""
         path = root / "myst.yml"
         try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            config = yaml.safe_load(read_text_confined(path, root)) or {}
+        except UnsafeFile as e:
+            raise BookError(f"{name}: {e}") from None
+        except yaml.YAMLError as e:
             raise BookError(f"{name} is not valid YAML: {e}") from None
         if not isinstance(config, dict):
             raise BookError(f"{name} must be a mapping of settings.")
@@ -643,6 +649,7 @@ def _replace(src: Path | None, dst: Path) -> None:
     if src is not None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(src), str(dst))
+        remove_special_files(dst)
         for root, dirs, files in os.walk(dst):
             for name in dirs + files:
                 if os.path.islink(os.path.join(root, name)):
@@ -659,7 +666,10 @@ def _reports(html: Path) -> list[tuple[str, Path]]:
 
 
 def _traceback(report: Path) -> str:
-    text = ANSI.sub("", report.read_text(encoding="utf-8", errors="replace"))
+    try:
+        text = ANSI.sub("", read_text_confined(report, report.parent, 1 << 20))
+    except UnsafeFile:
+        return ""
     # from nbclient's message on: the frames above it are the executor's, not the author's
     start = text.find("An error occurred while executing")
     if start < 0:
@@ -770,35 +780,47 @@ BOOK_ENV = {
 
 
 class LocalBookRunner(BookRunner):
-    """Runs the book on this machine, confined like local environment builds (bubblewrap)."""
+    """Runs the book on this machine, confined like local environment builds (bubblewrap):
+    as the unprivileged build user, without network, with resource limits."""
 
     sandbox = Instance(Sandbox, help="How the book build is confined (set by the service).")
 
     async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
-        return venv_info(Path(environment))
+        info = venv_info(Path(environment))
+        # MyST's Jupyter server must be told when it runs as root
+        return replace(info, root=os.geteuid() == 0 and not self.sandbox.switches_user)
 
     def announce(self, ctx: JobContext, env: EnvInfo) -> None:
-        if self.sandbox.kind == "bwrap":
-            ctx.say("The book runs confined (bubblewrap): read-only system, writes only to the "
-                    "checkout, data read-only.")  # fmt: skip
+        if self.sandbox.confined:
+            who = (f"as the unprivileged user {self.sandbox.build_user}"
+                   if self.sandbox.switches_user else "without capabilities")  # fmt: skip
+            ctx.say(f"The book runs confined (bubblewrap): {who}, no network, resource limits, "
+                    "read-only system, writes only to the checkout, data read-only.")  # fmt: skip
         else:
             ctx.say("!! The book runs unconfined (sandbox = 'none'): data/ links to the datasets.")
 
     async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
                   datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
                   cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
-        confined = self.sandbox.kind == "bwrap"
+        confined = self.sandbox.confined
         cwd = cwd or checkout
         prefix = Path(env.prefix)
         mounts = _data_mounts(ctx, checkout, datasets, link=not confined)
-        readable = [prefix, *_base_prefixes(prefix), *readable]
-        argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=cwd)
+        # the environment and the interpreter the service recorded for it, nothing else of it
+        readable = [prefix, *base_prefixes(prefix), *readable]
+        argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=cwd,
+                                 network=False)  # fmt: skip
         if confined:
             argv = with_ro_binds(argv, mounts)
         env_vars = self.sandbox.env(path_prefix=[str(prefix / "bin")],
                                     extra={"VIRTUAL_ENV": str(prefix), **BOOK_ENV,
                                            **extra_env})  # fmt: skip
-        return await ctx.run(argv, cwd=cwd, env=env_vars)
+        await asyncio.to_thread(self.sandbox.lend, checkout)
+        try:
+            return await ctx.run(argv, cwd=cwd, env=env_vars)
+        finally:
+            # what the book wrote is the service's again before anything reads it
+            await asyncio.to_thread(self.sandbox.reclaim, checkout)
 
 
 # run in the environment's image: what it has, as its user sees it (one JSON line)
@@ -1137,17 +1159,3 @@ def _data_mounts(ctx: JobContext, checkout: Path, datasets: Sequence[tuple[str, 
             target.mkdir()
         mounts.append((Path(src).resolve(), target))
     return mounts
-
-
-def _base_prefixes(env_prefix: Path) -> list[Path]:
-    """The Python installation a virtual environment was made from (it may live under /tmp)."""
-    try:
-        cfg = (env_prefix / "pyvenv.cfg").read_text()
-    except OSError:
-        return []
-    for line in cfg.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "home" and value.strip():
-            prefix = Path(value.strip()).resolve().parent
-            return [prefix] if prefix != Path("/") and prefix.is_dir() else []
-    return []

@@ -22,7 +22,7 @@ import secrets
 import shutil
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,9 +33,11 @@ from sqlalchemy import func, or_, select
 from .checks import PROJECT_NAME_RE
 from .db import Build, Database, Dataset, Job, JobStatus
 from .db.models import build_datasets, utcnow
+from .environments.local import base_prefixes
 from .errors import Conflict, NotFound
 from .jobs import JobFailed
-from .units import aware, du, duration
+from .safefiles import UnsafeFile, read_confined
+from .units import aware, du, duration, iso_utc
 
 if TYPE_CHECKING:
     from .jobs import JobContext
@@ -76,6 +78,17 @@ class DatasetSpec:
     def is_code(self) -> bool:
         """Whether repo2data runs src as Python code (`python3 -c src`)."""
         return source_kind(self.requirement["src"]) == "python"
+
+
+def in_environment(spec: DatasetSpec, runtime_key: str) -> DatasetSpec:
+    """A dataset made by Python code depends on the environment it ran in (its packages come
+    from the author), so its key includes that environment's: another preprint with the same
+    requirement text but another environment never reuses it (no poisoning across owners,
+    since local environments are per owner)."""
+    if not spec.is_code:
+        return spec
+    key = hashlib.sha256(f"{spec.key}:{runtime_key}".encode()).hexdigest()
+    return replace(spec, key=key)
 
 
 def requirement_key(entry: dict) -> str:
@@ -334,8 +347,10 @@ class DatasetStore:
         try:
             code = await self._run(ctx, spec, env_prefix, staging, [str(req_file), str(data_dir),
                                                                      str(result_file)])  # fmt: skip
+            # the service's from now on: read-only to the build user and everyone else
+            await asyncio.to_thread(self.sandbox.reclaim, staging)
             size = await asyncio.to_thread(du, staging)
-            result = _read_result(result_file)
+            result = _read_result(result_file, staging)
             if result.get("too_large") or size > self.size_limit:
                 raise JobFailed(self._too_large(spec))
             if code != 0 or result.get("error"):
@@ -374,9 +389,8 @@ class DatasetStore:
         if env_prefix is not None:
             env_prefix = Path(env_prefix)
             tools.add(env_prefix)
-            env_python = env_prefix / "bin" / "python3"
-            if env_python.exists():
-                tools.add(env_python.resolve().parent.parent)
+            # the interpreter the service recorded, never what the environment's links say
+            tools.update(base_prefixes(env_prefix))
         readable = sorted(t for t in tools if t != Path("/") and t.exists())
         prlimit = shutil.which("prlimit")
         if prlimit is None:
@@ -385,6 +399,7 @@ class DatasetStore:
         # one file larger than the limit fails at once (EFBIG, or SIGXFSZ for tar and unzip)
         argv = [prlimit, f"--fsize={self.size_limit + 1}", "--",
                 str(python), "-I", "-u", "-c", DRIVER, *args]  # fmt: skip
+        await asyncio.to_thread(self.sandbox.lend, staging)
         wrapped = self.sandbox.wrap(argv, writable=[staging], readable=readable, cwd=staging)
         env = self.sandbox.env(
             path_prefix=[str(env_prefix / "bin")] if env_prefix is not None else [],
@@ -395,9 +410,11 @@ class DatasetStore:
             f"Fetching dataset {spec.label} with repo2data{where} (size limit "
             f"{human_size(self.size_limit)}, time limit {duration(self.time_limit)})."
         )
-        if self.sandbox.kind == "bwrap":
-            ctx.say("repo2data runs confined (bubblewrap): it may write only to its staging "
-                    "directory.")  # fmt: skip
+        if self.sandbox.confined:
+            who = (f"as the unprivileged user {self.sandbox.build_user}"
+                   if self.sandbox.switches_user else "without capabilities")  # fmt: skip
+            ctx.say(f"repo2data runs confined (bubblewrap): {who}, with resource limits, it "
+                    "may write only to its staging directory.")  # fmt: skip
         else:
             ctx.say("!! repo2data runs unconfined (sandbox = 'none').")
 
@@ -502,9 +519,9 @@ class DatasetStore:
             "size": human_size(ds.size_bytes) if ds.size_bytes is not None else None,
             "error": ds.error,
             "in_use": in_use,
-            "created_at": _iso(ds.created_at),
-            "fetched_at": _iso(ds.fetched_at),
-            "last_used_at": _iso(ds.last_used_at),
+            "created_at": iso_utc(ds.created_at),
+            "fetched_at": iso_utc(ds.fetched_at),
+            "last_used_at": iso_utc(ds.last_used_at),
         }
 
 
@@ -527,16 +544,12 @@ def human_size(n: int) -> str:
     return f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
-def _read_result(path: Path) -> dict:
+def _read_result(path: Path, staging: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_confined(path, staging, 1 << 20))
+    except (UnsafeFile, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return aware(dt).isoformat() if dt is not None else None
 
 
 def _when(dt: datetime | None) -> str:

@@ -20,6 +20,7 @@ import pytest
 from uv import find_uv_bin
 
 from neurolibre_service.books import BookError, BookResult, LocalBookRunner, find_book, venv_info
+from neurolibre_service.environments.local import seal_environment
 from neurolibre_service.sandbox import Sandbox
 
 from .conftest import need
@@ -73,6 +74,8 @@ def make_env(tmp_path_factory, name: str, wheels: list[Path], *requirements: str
                         *requirements], env=env, check=True)  # fmt: skip
     finally:
         index.close()
+    # the service's record of the interpreter, as the local builder writes it
+    seal_environment(prefix, Path(sys.executable).resolve(), name)
     return prefix
 
 

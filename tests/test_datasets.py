@@ -19,6 +19,7 @@ import pytest
 
 from neurolibre_service.datasets import DataError, DatasetStore, human_size, parse_requirement
 from neurolibre_service.db import Build, Database, Dataset, Job, JobStatus, Preprint
+from neurolibre_service.environments.local import seal_environment
 from neurolibre_service.errors import Conflict, NotFound
 from neurolibre_service.jobs import JobQueue
 from neurolibre_service.logs import LogStore, Redactor
@@ -112,6 +113,7 @@ def preprint_env(tmp_path_factory) -> Path:
     """A preprint's environment: a venv with a library that downloads its data."""
     env = tmp_path_factory.mktemp("env") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    seal_environment(env, Path(sys.executable).resolve(), "venv")  # as the local builder does
     site_packages = next((env / "lib").glob("python3*/site-packages"))
     (site_packages / "brainfetch.py").write_text(
         textwrap.dedent("""

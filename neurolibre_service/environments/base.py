@@ -26,6 +26,9 @@ class BuiltRuntime:
 
 class Builder(LoggingConfigurable):
     backend = "base"
+    # whether builds of one owner share state a build can write (a package cache): then a
+    # runtime built for one owner is never reused for another (it is part of the key)
+    per_owner = False
 
     def recipe(self, runtime: RuntimeFiles) -> dict:
         """Everything besides the runtime files that changes the result (hashed into the key).

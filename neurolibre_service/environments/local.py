@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -54,6 +56,7 @@ def _local_requirement(line: str) -> bool:
 
 class LocalBuilder(Builder):
     backend = "local"
+    per_owner = True
 
     environments_dir = Unicode(help="Where the virtual environments live (set by the service).")
     uv_cache_dir = Unicode(help="uv's package cache, shared by builds (set by the service).")
@@ -139,10 +142,16 @@ class LocalBuilder(Builder):
     def location(self, key: str) -> Path:
         return Path(self.environments_dir) / key
 
+    def cache_dir(self, owner: str) -> Path:
+        """uv's cache for one owner's builds: a build can write the cache it uses, so caches
+        (and environments, see per_owner) are never shared across owners."""
+        return Path(self.uv_cache_dir) / hashlib.sha256(owner.encode()).hexdigest()[:16]
+
     async def exists(self, location: str) -> bool:
-        return (Path(location) / MARKER).is_file()
+        return (Path(location) / MARKER).is_file() and trusted_record(Path(location)) is not None
 
     async def remove(self, location: str) -> None:
+        await asyncio.to_thread(_record_path(Path(location)).unlink, True)
         await asyncio.to_thread(shutil.rmtree, location, True)
 
     async def build(self, ctx: JobContext, runtime: RuntimeFiles, key: str) -> BuiltRuntime:
@@ -150,17 +159,24 @@ class LocalBuilder(Builder):
 
         recipe = await self.recipe(runtime)
         python = await self._find_python(recipe["python"])
+        if python is None:
+            raise JobFailed(f"Python {recipe['python']} is no longer on this machine.")
+        # what later stages may run and read is decided now, by the service, from the
+        # interpreter it found; never from files the build could rewrite (pyvenv.cfg, bin/)
+        interpreter = Path(python).resolve()
         env_dir = self.location(key)
-        if env_dir.exists():
+        if env_dir.exists() or _record_path(env_dir).exists():
             ctx.say(f"Removing an unfinished environment at {env_dir}")
             await self.remove(str(env_dir))
-        cache = Path(self.uv_cache_dir)
-        cache.mkdir(parents=True, exist_ok=True)
+        cache = self.cache_dir(ctx.owner)
+        await asyncio.to_thread(_prepare_dirs, self.sandbox, env_dir, cache)
         env = self.sandbox.env(
             extra={
                 "UV_CACHE_DIR": str(cache),
                 "UV_PYTHON_DOWNLOADS": "never",
                 "UV_NO_PROGRESS": "1",
+                # the repository's uv.toml / pyproject.toml must not choose indexes or sources
+                "UV_NO_CONFIG": "1",
                 # copies, not hard links: an environment must not share inodes with the
                 # cache that later (untrusted) builds can write to
                 "UV_LINK_MODE": "copy",
@@ -172,34 +188,104 @@ class LocalBuilder(Builder):
         )
         # the sandbox's private /tmp would hide an installation under /tmp: keep the tools visible
         tools = {Path(sys.prefix), Path(sys.base_prefix), Path(self.uv).resolve().parent,
-                 Path(python).resolve().parent.parent}  # fmt: skip
+                 interpreter.parent.parent}  # fmt: skip
         readable = [runtime.directory, *sorted(t for t in tools if t != Path("/"))]
         sandbox_args = {"writable": [env_dir, cache], "readable": readable,
                         "cwd": runtime.directory}  # fmt: skip
-        if self.sandbox.kind == "bwrap":
-            ctx.say("Build steps run confined (bubblewrap): read-only system, "
-                    "writes only to the environment and the package cache.")  # fmt: skip
+        if self.sandbox.confined:
+            who = (f"as the unprivileged user {self.sandbox.build_user}"
+                   if self.sandbox.switches_user else "without capabilities")  # fmt: skip
+            ctx.say(f"Build steps run confined (bubblewrap): {who}, with resource limits, "
+                    "read-only system, writes only to the environment and the package cache.")  # fmt: skip
         else:
             ctx.say("!! Build steps run unconfined (sandbox = 'none').")
 
-        await ctx.stage("creating environment")
-        argv = [self.uv, "venv", "--no-project", "--python", python, str(env_dir)]
-        if await ctx.run(self.sandbox.wrap(argv, **sandbox_args), cwd=runtime.directory, env=env):
-            raise JobFailed(f"Creating the virtual environment with Python {python} failed.")
+        try:
+            await ctx.stage("creating environment")
+            argv = [self.uv, "venv", "--no-project", "--no-config", "--python", str(interpreter),
+                    str(env_dir)]  # fmt: skip
+            wrapped = self.sandbox.wrap(argv, network=False, **sandbox_args)
+            if await ctx.run(wrapped, cwd=runtime.directory, env=env):
+                raise JobFailed(f"Creating the virtual environment with Python {python} failed.")
 
-        await ctx.stage("installing packages")
-        argv = [self.uv, "pip", "install", "--python", str(env_dir / "bin" / "python")]
-        if "requirements.txt" in runtime.files:
-            argv += ["-r", "requirements.txt"]
-        argv += self._packages()
-        if await ctx.run(self.sandbox.wrap(argv, **sandbox_args), cwd=runtime.directory, env=env):
-            raise JobFailed(
-                "Installing packages failed: see the log above for the package that did not "
-                "install or resolve, and fix requirements.txt."
-            )
-        if not (env_dir / "bin" / "jupyterhub-singleuser").exists():
+            await ctx.stage("installing packages")
+            argv = [self.uv, "pip", "install", "--no-config",
+                    "--python", str(env_dir / "bin" / "python")]  # fmt: skip
+            if "requirements.txt" in runtime.files:
+                argv += ["-r", "requirements.txt"]
+            argv += self._packages()
+            if await ctx.run(self.sandbox.wrap(argv, **sandbox_args), cwd=runtime.directory,
+                             env=env):  # fmt: skip
+                raise JobFailed(
+                    "Installing packages failed: see the log above for the package that did not "
+                    "install or resolve, and fix requirements.txt."
+                )
+        finally:
+            # from here on the environment is the service's: nothing confined can change it
+            await asyncio.to_thread(self.sandbox.reclaim, env_dir)
+        await asyncio.to_thread(seal_environment, env_dir, interpreter, key)
+        if not (env_dir / "bin" / "jupyterhub-singleuser").is_file():
             raise JobFailed("The environment has no jupyterhub-singleuser after installing.")
-        (env_dir / MARKER).write_text(key + "\n")
         size = await asyncio.to_thread(du, env_dir)
         ctx.say(f"Environment ready: {env_dir} ({size / 1e6:.0f} MB)")
         return BuiltRuntime(str(env_dir), recipe["python"], size)
+
+
+def _record_path(env_dir: Path) -> Path:
+    return env_dir.with_name(env_dir.name + ".json")
+
+
+def trusted_record(env_dir: Path) -> dict | None:
+    """The service's own record of a local environment (written after its build, outside it):
+    the interpreter it was made with and that interpreter's installation prefix."""
+    try:
+        data = json.loads(_record_path(Path(env_dir)).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "python" in data else None
+
+
+def base_prefixes(env_dir: Path) -> list[Path]:
+    """The Python installation a local environment runs on, from the service's record."""
+    record = trusted_record(env_dir)
+    if record is None:
+        return []
+    prefix = Path(record["base_prefix"])
+    return [prefix] if prefix != Path("/") and prefix.is_dir() else []
+
+
+def _prepare_dirs(sandbox: Sandbox, env_dir: Path, cache: Path) -> None:
+    env_dir.mkdir(parents=True)
+    sandbox.lend(env_dir)
+    if not cache.is_dir():
+        cache.mkdir(parents=True)
+        sandbox.lend(cache)
+    elif sandbox.switches_user and cache.stat().st_uid != sandbox.ids()[0]:
+        sandbox.lend(cache)  # a cache made before builds ran unprivileged
+
+
+def seal_environment(env_dir: Path, interpreter: Path, key: str) -> None:
+    """Point the environment at the interpreter the service chose (a build may have relinked
+    bin/python or rewritten pyvenv.cfg), then record it outside the environment."""
+    bin_dir = env_dir / "bin"
+    version = ".".join(interpreter.name.removeprefix("python").split(".")[:2])
+    for name in ("python", "python3", f"python{version}" if version else "python3"):
+        link = bin_dir / name
+        if link.is_symlink() or link.exists():
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)
+            else:
+                link.unlink()
+        link.symlink_to(interpreter)
+    cfg = env_dir / "pyvenv.cfg"
+    lines = []
+    if cfg.is_file() and not cfg.is_symlink():
+        lines = [ln for ln in cfg.read_text("utf-8", "replace").splitlines()[:50]
+                 if ln.partition("=")[0].strip() not in ("home", "executable", "command")]  # fmt: skip
+    cfg.unlink(missing_ok=True)
+    cfg.write_text("\n".join([f"home = {interpreter.parent}", *lines]) + "\n")
+    base = interpreter.parent.parent
+    (env_dir / MARKER).unlink(missing_ok=True)
+    (env_dir / MARKER).write_text(key + "\n")
+    record = {"python": str(interpreter), "base_prefix": str(base), "key": key}
+    _record_path(env_dir).write_text(json.dumps(record) + "\n")

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..safefiles import UnsafeFile, read_confined
+
 # the files repo2docker acts on; any of them changes what an environment is
 RUNTIME_FILES = (
     "requirements.txt",
@@ -71,9 +73,15 @@ def find_runtime(checkout: Path, max_bytes: int = 1 << 20) -> RuntimeFiles:
     return RuntimeFiles(root, files)
 
 
+MAX_FILES = 1000  # a runtime directory holds a handful of files
+
+
 def _read_dir(d: Path, root: Path, max_bytes: int) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    for p in sorted(d.rglob("*")):
+    for n, p in enumerate(sorted(d.rglob("*"))):
+        if n >= MAX_FILES:
+            raise RuntimeError_(f"{d.name}/ holds more than {MAX_FILES} files; keep only the "
+                                "runtime files there (requirements.txt, runtime.txt, ...).")  # fmt: skip
         rel = p.relative_to(d).as_posix()
         if p.is_dir() or rel in NOT_RUNTIME or rel.startswith(".git"):
             continue
@@ -82,9 +90,7 @@ def _read_dir(d: Path, root: Path, max_bytes: int) -> dict[str, bytes]:
 
 
 def _read_confined(p: Path, root: Path, max_bytes: int) -> bytes:
-    real = p.resolve()
-    if root not in real.parents:
-        raise RuntimeError_(f"{p.relative_to(root)} is a link that points outside the repository.")
-    if real.stat().st_size > max_bytes:
-        raise RuntimeError_(f"{p.relative_to(root)} is larger than {max_bytes} bytes.")
-    return real.read_bytes()
+    try:
+        return read_confined(p, root, max_bytes)
+    except UnsafeFile as e:
+        raise RuntimeError_(str(e)) from None
