@@ -24,6 +24,7 @@ from traitlets.config import Application
 
 from . import __version__
 from .books import BookRunner, DockerBookRunner, LocalBookRunner
+from .checks_runner import CheckRunner
 from .datasets import DatasetStore
 from .db import Database
 from .environments import BUILDERS, Builder
@@ -171,6 +172,16 @@ class NeuroLibre(Application):
         past it is stopped.""",
     ).tag(config=True)
     data_time_limit = Float(1800.0, help="Seconds one dataset's fetch may take.").tag(config=True)
+    check_time_limit = Float(
+        60.0,
+        help="""Seconds the layout check of a repository may take (it runs confined in a child
+        process); past that it is stopped and the author is told.""",
+    ).tag(config=True)
+    check_max_file_size = Integer(
+        5 << 20,
+        help="""Largest file in bytes the layout check reads (paper.md, paper.bib, YAML, JSON,
+        Markdown); a larger one is a finding. Notebooks may be 5 times larger.""",
+    ).tag(config=True)
 
     public_url = Unicode(
         "",
@@ -285,10 +296,13 @@ class NeuroLibre(Application):
             max_cpu=self.max_cpu_limit,
         )  # fmt: skip
         policy = self.environments.policy
+        checker = CheckRunner(sandbox, time_limit=self.check_time_limit,
+                              max_file_size=self.check_max_file_size)  # fmt: skip
         self.preprints = PreprintManager(self.db, self.queue, policy=policy,
                                          checkouts_dir=data / "checkouts",
                                          builds_dir=data / "builds",
-                                         datasets_root=data / "datasets")  # fmt: skip
+                                         datasets_root=data / "datasets",
+                                         checker=checker)  # fmt: skip
         self.datasets = DatasetStore(self.db, data / "datasets", sandbox,
                                      size_limit=self.data_size_limit,
                                      time_limit=self.data_time_limit)  # fmt: skip

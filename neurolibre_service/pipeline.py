@@ -154,10 +154,10 @@ class Pipeline:
                                        self.preprints.policy)  # fmt: skip
             except sources.SourceError as e:
                 raise JobFailed(str(e)) from None
+        # confined, in a child process, with a time limit (the repository is hostile);
         # a working tree has no submitted URL to compare repository.url with
-        findings = await asyncio.to_thread(checks.check, checkout,
-                                           None if local else preprint.repo_url)  # fmt: skip
-        title = _title(checkout)
+        result = await self.preprints.checker.run(checkout, None if local else preprint.repo_url)
+        findings, title = result.findings, result.title
         await self._set(build.id, findings=[asdict(f) for f in findings])
         if title:
             async with self.db.session() as s:
@@ -317,10 +317,3 @@ def _not_sources(directory: str, names: list[str]) -> set[str]:
     if "binder" in names and "data" in names:
         skip.add("data")  # the repository root: datasets are mounted there
     return skip
-
-
-def _title(checkout: Path) -> str | None:
-    paper = checkout / "paper.md"
-    front = checks.front_matter(paper.read_text("utf-8", "replace")) if paper.is_file() else {}
-    title = front.get("title")
-    return str(title)[:300] if title else None

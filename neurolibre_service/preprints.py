@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from . import checks, sources
+from .checks_runner import CheckRunner
 from .db import Build, Database, Job, Preprint
 from .errors import Conflict, NotFound, UserError
 from .jobs import JobQueue
@@ -29,8 +30,11 @@ def stage_log_key(job_id: int, stage: str | None) -> str:
 
 class PreprintManager:
     def __init__(self, db: Database, queue: JobQueue, *, policy: sources.RepoPolicy,
-                 checkouts_dir: Path, builds_dir: Path, datasets_root: Path):  # fmt: skip
+                 checkouts_dir: Path, builds_dir: Path, datasets_root: Path,
+                 checker: CheckRunner | None = None):  # fmt: skip
         self.db = db
+        # the layout check runs in a child process (confined, time-limited), never in the loop
+        self.checker = checker or CheckRunner()
         self.queue = queue
         self.policy = policy
         self.checkouts_dir = checkouts_dir
@@ -47,7 +51,7 @@ class PreprintManager:
             commit = await sources.resolve_ref(url, ref, self.policy)
             with tempfile.TemporaryDirectory(dir=self.checkouts_dir) as tmp:
                 await sources.checkout(url, commit, Path(tmp) / "repo", self.policy)
-                findings = checks.check(Path(tmp) / "repo", url)
+                findings = (await self.checker.run(Path(tmp) / "repo", url)).findings
         except sources.SourceError as e:
             raise UserError(str(e)) from None
         return {
