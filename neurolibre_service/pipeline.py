@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -146,8 +148,11 @@ class Pipeline:
         local = ctx.params.get("working_tree")
         if local:  # `neurolibre build PATH`: the author's files as they are, committed or not
             ctx.say(f"Copying the working tree {local}")
-            await asyncio.to_thread(shutil.copytree, local, checkout, symlinks=True,
-                                    ignore=_not_sources)  # fmt: skip
+            try:  # links are copied as links: the check finds those that leave the tree
+                await asyncio.to_thread(shutil.copytree, local, checkout, symlinks=True,
+                                        ignore=_not_sources, copy_function=_copy_regular)  # fmt: skip
+            except OSError as e:
+                raise JobFailed(_copy_failed(local, e)) from None
         else:
             try:
                 await sources.checkout(preprint.repo_url, ctx.params["commit"], checkout,
@@ -309,6 +314,26 @@ class Pipeline:
             note = f"not sent: {type(e).__name__}: {e}"
             log.warning("email for build %s %s", build.id, note)
         await self._set(build.id, notified=note)
+
+
+def _copy_regular(src: str, dst: str) -> str:
+    """shutil.copy2 for regular files only: reading a FIFO blocks, a device never ends."""
+    if not stat.S_ISREG(os.lstat(src).st_mode):
+        raise shutil.SpecialFileError(f"{src} is not a regular file")
+    return shutil.copy2(src, dst)
+
+
+def _copy_failed(local: str, e: OSError) -> str:
+    if isinstance(e, shutil.Error):
+        names = [os.path.relpath(src, local) for src, _dst, _why in e.args[0]]
+    else:
+        names = [os.path.relpath(e.filename, local) if e.filename else str(e)]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return (
+        f"The working tree could not be copied: {', '.join(names[:5])}{more} (not regular "
+        "files, or not readable). Remove them (Git cannot commit a named pipe, a socket or a "
+        "device) and build again."
+    )
 
 
 def _not_sources(directory: str, names: list[str]) -> set[str]:

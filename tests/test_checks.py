@@ -327,3 +327,25 @@ def test_a_child_that_prints_too_much_is_stopped(preprint, caplog):
     (finding,) = result.findings
     assert finding.message.startswith("The layout check stopped unexpectedly")
     assert "more than 20 bytes of output" in caplog.text
+
+
+def test_neurolibre_build_stops_a_hostile_working_tree_at_the_check(preprint, canary, tmp_path):
+    def build() -> subprocess.CompletedProcess:
+        neurolibre = Path(sys.executable).parent / "neurolibre"
+        return subprocess.run([neurolibre, "build", preprint, "--data-dir", tmp_path / "cache"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    link(preprint, "paper.md", canary)
+    link(preprint, "content/zero.md", "/dev/zero")
+    run = build()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "FAILED at the check stage" in run.stderr
+    assert "paper.md is a symbolic link to" in run.stdout
+    assert "content/zero.md is a symbolic link to '/dev/zero'" in run.stdout
+    assert canary.read_text().strip() not in run.stdout + run.stderr
+    # a FIFO is not even copied (a read of it never ends): the author is told which file
+    os.mkfifo(preprint / "content" / "pipe.md")
+    run = build()
+    assert run.returncode == 1
+    assert "The working tree could not be copied: content/pipe.md" in run.stderr
+    assert "Internal error" not in run.stdout + run.stderr
