@@ -25,6 +25,14 @@ if ! command -v configurable-http-proxy >/dev/null; then
   echo "==> npm install -g configurable-http-proxy"
   $SUDO npm install -g --silent configurable-http-proxy@5
 fi
+# builds never run as root: confined steps run as this unprivileged user (c.NeuroLibre.build_user)
+BUILD_USER=${NEUROLIBRE_BUILD_USER:-neurolibre-build}
+if [ "$(id -u)" = 0 ] && ! id "$BUILD_USER" >/dev/null 2>&1; then
+  echo "==> creating the unprivileged build user $BUILD_USER"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$BUILD_USER"
+fi
+command -v setpriv >/dev/null && command -v prlimit >/dev/null || {
+  echo "setpriv and prlimit (util-linux) are needed to confine builds" >&2; exit 1; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check uv
 extras=${EXTRAS:+[$EXTRAS]}

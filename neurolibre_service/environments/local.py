@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from traitlets import Instance, List, Unicode, default
+from traitlets import Instance, List, Unicode, default, validate
 from uv import find_uv_bin
 
 from ..sandbox import Sandbox
 from ..units import du
 from .base import Builder, BuiltRuntime
+from .requirements import Requirements, check_allowed_indexes, parse_requirements
 from .runtime import RuntimeError_, RuntimeFiles
 
 if TYPE_CHECKING:
@@ -41,17 +42,6 @@ UNSUPPORTED = {
 }
 RUNTIME_TXT = re.compile(r"python-(\d+\.\d+)(\.\d+)?")
 MARKER = ".neurolibre-complete"
-
-
-def _local_requirement(line: str) -> bool:
-    line = line.strip()
-    if not line or line.startswith("#"):
-        return False
-    if line.startswith(("-e", "--editable", ".", "/", "~")) or "file:" in line:
-        return True
-    return line.startswith(("-r", "-c", "--requirement", "--constraint")) and (
-        ".." in line or "/" in line.split(None, 1)[-1][:1]
-    )
 
 
 class LocalBuilder(Builder):
@@ -80,6 +70,17 @@ class LocalBuilder(Builder):
     @default("server_packages")
     def _default_server_packages(self) -> list[str]:
         return ["jupyterhub=={hub_version}", "ipykernel", "jupyterlab"]
+
+    allowed_index_urls = List(
+        Unicode(),
+        help="""https package indexes binder/requirements.txt may name with --index-url or
+        --extra-index-url (default: none, only the operator's own index). An extra index is
+        searched before the default one, so it can supply any package: list only trusted ones.""",
+    ).tag(config=True)
+
+    @validate("allowed_index_urls")
+    def _valid_indexes(self, proposal) -> list[str]:
+        return check_allowed_indexes(proposal["value"])
 
     @property
     def uv(self) -> str:
@@ -111,13 +112,11 @@ class LocalBuilder(Builder):
                     "the operator to build with the docker backend (repo2docker) or a BinderHub "
                     "(c.NeuroLibre.builder = 'docker' or 'binderhub'), or use requirements.txt."
                 )
-        for n, line in enumerate((runtime.text("requirements.txt") or "").splitlines(), 1):
-            if _local_requirement(line):
-                raise RuntimeError_(
-                    f"{where}requirements.txt line {n} ({line.strip()!r}) installs from a local "
-                    "path, which the local builder does not support: list packages from PyPI "
-                    "or a Git URL instead."
-                )
+        reqs = self._requirements(runtime)
+        if not reqs.ok:
+            raise RuntimeError_(
+                f"{where}requirements.txt cannot be installed as written:\n{reqs.message()}"
+            )
         python = self._python(runtime)
         found = await self._find_python(python)
         if found is None:
@@ -128,6 +127,11 @@ class LocalBuilder(Builder):
             )
         return {"backend": self.backend, "recipe": 1, "python": python,
                 "server_packages": self._packages()}  # fmt: skip
+
+    def _requirements(self, runtime: RuntimeFiles) -> Requirements:
+        where = "binder/" if runtime.label == "binder" else ""
+        return parse_requirements(runtime.files, runtime.directory, prefix=where,
+                                  allowed_indexes=self.allowed_index_urls)  # fmt: skip
 
     async def _find_python(self, version: str) -> str | None:
         proc = await asyncio.create_subprocess_exec(
@@ -169,6 +173,7 @@ class LocalBuilder(Builder):
             ctx.say(f"Removing an unfinished environment at {env_dir}")
             await self.remove(str(env_dir))
         cache = self.cache_dir(ctx.owner)
+        work = Path(self.environments_dir) / ".requirements" / key
         await asyncio.to_thread(_prepare_dirs, self.sandbox, env_dir, cache)
         env = self.sandbox.env(
             extra={
@@ -209,13 +214,17 @@ class LocalBuilder(Builder):
                 raise JobFailed(f"Creating the virtual environment with Python {python} failed.")
 
             await ctx.stage("installing packages")
-            argv = [self.uv, "pip", "install", "--no-config",
-                    "--python", str(env_dir / "bin" / "python")]  # fmt: skip
-            if "requirements.txt" in runtime.files:
-                argv += ["-r", "requirements.txt"]
-            argv += self._packages()
-            if await ctx.run(self.sandbox.wrap(argv, **sandbox_args), cwd=runtime.directory,
-                             env=env):  # fmt: skip
+            # the service's own copy of what requirements.txt asks, validated; never the file
+            reqs = self._requirements(runtime)
+            for note in reqs.notes:
+                ctx.say(note)
+            argv = [self.uv, "pip", "install", "--python", str(env_dir / "bin" / "python"),
+                    *await asyncio.to_thread(_write_requirements, reqs, work),
+                    *self._packages()]  # fmt: skip
+            # the install needs only the service's copy, not the repository
+            tools_only = [t for t in readable if t != runtime.directory]
+            install_args = {**sandbox_args, "readable": [*tools_only, work], "cwd": work}
+            if await ctx.run(self.sandbox.wrap(argv, **install_args), cwd=work, env=env):
                 raise JobFailed(
                     "Installing packages failed: see the log above for the package that did not "
                     "install or resolve, and fix requirements.txt."
@@ -223,6 +232,7 @@ class LocalBuilder(Builder):
         finally:
             # from here on the environment is the service's: nothing confined can change it
             await asyncio.to_thread(self.sandbox.reclaim, env_dir)
+            await asyncio.to_thread(shutil.rmtree, work, True)
         await asyncio.to_thread(seal_environment, env_dir, interpreter, key)
         if not (env_dir / "bin" / "jupyterhub-singleuser").is_file():
             raise JobFailed("The environment has no jupyterhub-singleuser after installing.")
@@ -252,6 +262,12 @@ def base_prefixes(env_dir: Path) -> list[Path]:
         return []
     prefix = Path(record["base_prefix"])
     return [prefix] if prefix != Path("/") and prefix.is_dir() else []
+
+
+def _write_requirements(reqs: Requirements, work: Path) -> list[str]:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, mode=0o755)
+    return reqs.write(work)
 
 
 def _prepare_dirs(sandbox: Sandbox, env_dir: Path, cache: Path) -> None:
