@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +28,11 @@ async def _follow(app, key: str, prefix: str, out) -> None:
 async def _run(args: argparse.Namespace) -> int:
     from .app import NeuroLibre
 
-    data_dir = Path(args.data_dir or Path.home() / ".cache" / "neurolibre").resolve()
+    # as root, builds run as the unprivileged build user, who cannot enter root's home
+    default = (
+        Path("/var/cache/neurolibre") if os.geteuid() == 0 else Path.home() / ".cache/neurolibre"
+    )
+    data_dir = Path(args.data_dir or default).resolve()
     argv = [f"--NeuroLibre.data_dir={data_dir}", "--NeuroLibre.config_file="]
     sandbox = args.sandbox or ("bwrap" if shutil.which("bwrap") else "none")
     argv.append(f"--NeuroLibre.sandbox={sandbox}")
