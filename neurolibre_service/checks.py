@@ -566,16 +566,6 @@ def _toc_files(node) -> list[str]:
     return out
 
 
-def front_matter(text: str) -> dict:
-    """paper.md's YAML front matter, or {} when it has none or it is not valid."""
-    m = FRONT_MATTER_RE.match(text)
-    try:
-        front = load_yaml(m.group(1)) if m else None
-    except yaml.YAMLError:
-        return {}
-    return front if isinstance(front, dict) else {}
-
-
 def check(root: Path, repository_url: str | None = None, **limits: int) -> list[Finding]:
     """The findings for the repository at root (limits: Checker's max_* keywords)."""
     return Checker(root, repository_url, **limits).run()
