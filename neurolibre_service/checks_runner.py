@@ -55,7 +55,8 @@ class CheckRunner:
             # the checkout read-only, and our own code: the interpreter, the virtual environment
             # and the package itself (never its parent, which may hold the hidden data directory)
             code = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent}
-            argv = self.sandbox.wrap(argv, readable=[checkout, *sorted(code)], cwd=checkout)
+            argv = self.sandbox.wrap(argv, readable=[checkout, *sorted(code)], cwd=checkout,
+                                     network=False)  # fmt: skip
         return argv
 
     async def run(self, checkout: Path, repository_url: str | None = None) -> CheckResult:
