@@ -183,6 +183,19 @@ class NeuroLibre(Application):
         Markdown); a larger one is a finding. Notebooks may be 5 times larger.""",
     ).tag(config=True)
 
+    log_size_limit = Integer(
+        10 * 1024 * 1024,
+        help="""Bytes one job log (one file per build stage) keeps. Past half of it, lines are
+        dropped except the last ones: the log keeps its start, a line saying how many lines
+        were dropped, and its end. One line keeps at most 64 KB. Minimum 256 KB.""",
+    ).tag(config=True)
+    email_log_lines = Integer(
+        200, help="Lines of each log attached to an author's email (the last ones)."
+    ).tag(config=True)
+    email_log_bytes = Integer(
+        256 * 1024, help="Bytes of each log attached to an author's email (the last ones)."
+    ).tag(config=True)
+
     public_url = Unicode(
         "",
         help="""The hub's public URL (e.g. https://preprints.example.org), for links in emails.
@@ -265,7 +278,8 @@ class NeuroLibre(Application):
             self.log.info("Migrating the database to the latest schema")
             await self.db.upgrade()
         self.metrics = Metrics()
-        self.logs = LogStore(data / "logs", Redactor(self._secrets()))
+        self.logs = LogStore(data / "logs", Redactor(self._secrets()),
+                             size_limit=self.log_size_limit)  # fmt: skip
         self.queue = JobQueue(self.db, self.logs, {}, concurrency=self.build_concurrency,
                               time_limit=self.build_time_limit, max_attempts=self.max_attempts,
                               metrics=self.metrics)  # fmt: skip
@@ -317,7 +331,8 @@ class NeuroLibre(Application):
         smtp = SMTPSettings(host=self.smtp_host, port=self.smtp_port,
                             security=self.smtp_security, username=self.smtp_username,
                             password=self.smtp_password, sender=self.mail_from)  # fmt: skip
-        self.mailer = Mailer(smtp if self.smtp_host else None)
+        self.mailer = Mailer(smtp if self.smtp_host else None, log_lines=self.email_log_lines,
+                             log_bytes=self.email_log_bytes)  # fmt: skip
         self.pipeline = Pipeline(self.db, self.preprints, self.environments, self.datasets,
                                  self.books, self.mailer, public_url=self.public_url,
                                  base_url=self.base_url)  # fmt: skip

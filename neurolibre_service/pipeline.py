@@ -24,7 +24,6 @@ from .datasets import DataError, DatasetStore, parse_requirement
 from .db import Build, Database, Dataset, Job, JobStatus, Preprint
 from .environments.manager import EnvironmentManager
 from .jobs import JobContext, JobFailed
-from .logs import read_lines
 from .notify import Attachment, Mailer
 from .preprints import JOB_KIND, LOGGED_STAGES, PreprintManager, stage_log_key
 
@@ -297,15 +296,19 @@ class Pipeline:
             body = (
                 f"The build of {title!r} ({preprint.repo_url}, commit {short}) {status.value} "
                 f"at the {stage} stage.\n\nWhy: {job.error}\n\n"
-                "The environment log and the book log are attached.\n"
+                "The environment log and the book log are attached (their last lines, when "
+                "they are long).\n"
                 f"Build details and live logs: {self.page_url(preprint.id)}\n"
             )
             for stage_name in ("environment", "book"):
+                # only the log's end is read and attached: a build may print gigabytes
                 path = self.queue.logs.path(stage_log_key(job_id, stage_name))
-                text = "\n".join(line.text for line in read_lines(path)) if path.exists() else ""
-                if not text:
-                    text = f"(The {stage_name} stage did not run: the build stopped before it.)"
-                attachments.append(Attachment(f"{stage_name}.log", (text + "\n").encode()))
+                link = f"{self.page_url(preprint.id)} (build {build.id}, {stage_name} log)"
+                a = self.mailer.log_attachment(f"{stage_name}.log", path, link)
+                if not a.content.strip():
+                    text = f"(The {stage_name} stage did not run: the build stopped before it.)\n"
+                    a = Attachment(a.filename, text.encode())
+                attachments.append(a)
         msg = self.mailer.message(preprint.email, subject, body, attachments)
         try:
             await self.mailer.send(msg)

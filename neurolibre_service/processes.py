@@ -9,6 +9,8 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from .logs import LINE_LIMIT, cut_note
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -81,7 +83,9 @@ async def run_streaming(
 ) -> int:
     """Run argv, feeding each output line (stdout and stderr merged) to on_line.
 
-    Cancelling the awaiting task kills the whole process tree before re-raising.
+    A line keeps its first LINE_LIMIT bytes and a note of how many were cut, so one huge
+    line costs neither memory nor time. Cancelling the awaiting task kills the whole process
+    tree before re-raising.
     """
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -96,15 +100,27 @@ async def run_streaming(
     try:
         if on_start is not None:
             await on_start(proc.pid, start_time(proc.pid))
-        buf = b""
+        buf, cut = b"", 0  # the current line's start (at most LINE_LIMIT bytes), bytes cut
+
+        def add(part: bytes, ends: bool) -> None:
+            nonlocal buf, cut
+            room = LINE_LIMIT - len(buf)
+            if len(part) > room:
+                cut += len(part) - room
+                part = part[:room]
+            buf += part
+            if ends:
+                on_line(buf.decode("utf-8", "replace") + (cut_note(cut, "bytes") if cut else ""))
+                buf, cut = b"", 0
+
         assert proc.stdout is not None
         while chunk := await proc.stdout.read(65536):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
+            *lines, rest = chunk.split(b"\n")
             for raw in lines:
-                on_line(raw.decode("utf-8", "replace"))
-        if buf:
-            on_line(buf.decode("utf-8", "replace"))
+                add(raw, True)
+            add(rest, False)
+        if buf or cut:
+            add(b"", True)
         return await proc.wait()
     except BaseException:
         if proc.returncode is None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 
 from tornado.iostream import StreamClosedError
 
 from ..errors import NotFound
-from ..logs import LogEnd, LogLine, LogStatus, read_lines
+from ..logs import LogEnd, LogLine, LogStatus
 from ..preprints import stage_log_key
 from .base import APIHandler
 
 KEEPALIVE_SECONDS = 15.0
+TEXT_CHUNK = 256 * 1024
 
 
 class LogAPI(APIHandler):
@@ -21,14 +24,35 @@ class LogAPI(APIHandler):
     async def send_log(self, key: str, finished: str | None) -> None:
         accept = self.request.headers.get("Accept", "")
         if "text/event-stream" not in accept:
-            self.set_header("Content-Type", "text/plain; charset=UTF-8")
-            self.set_header("Cache-Control", "no-store")
-            path = self.nl.logs.path(key)
-            for line in read_lines(path):
-                self.write(line.text + "\n")
-            self.finish()
+            await self.send_text(self.nl.logs.path(key))
             return
         await self.stream(key, finished)
+
+    async def send_text(self, path: Path) -> None:
+        """The file as it is now, in chunks read in a thread, each sent before the next is read:
+        a long log costs one chunk of memory and never holds up other requests."""
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            self.finish()
+            return
+        try:
+            left = os.fstat(f.fileno()).st_size  # a running job's later lines are not waited for
+            while left > 0 and not getattr(self, "_closed", False):
+                chunk = await asyncio.to_thread(f.read, min(TEXT_CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            return
+        finally:
+            f.close()
+        if not getattr(self, "_closed", False):
+            self.finish()
 
     def _last_event_id(self) -> int:
         raw = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", "0")
