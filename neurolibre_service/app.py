@@ -143,6 +143,13 @@ class NeuroLibre(Application):
         Unicode(),
         help="Directories under which local Git repositories may be built by path (none by default).",
     ).tag(config=True)
+    git_timeout = Float(
+        60.0,
+        help="""Seconds one git step (reading a repository's branches, fetching it, checking
+        out) may take; past it git and its helpers are killed and the user is told which step
+        timed out. A transfer during which the server sends nothing for 30 s (or this, if
+        shorter) is given up sooner.""",
+    ).tag(config=True)
 
     sandbox = Unicode(
         "bwrap",
@@ -303,7 +310,8 @@ class NeuroLibre(Application):
             self.logs.redact.add(secret)
         self.environments = EnvironmentManager(
             self.db, self.queue, self.builder_impl,
-            policy=RepoPolicy(tuple(self.allowed_url_schemes), tuple(self.local_repository_roots)),
+            policy=RepoPolicy(tuple(self.allowed_url_schemes), tuple(self.local_repository_roots),
+                              git_timeout=self.git_timeout),
             checkouts_dir=data / "checkouts",
             machine_profiles=self.machine_profiles,
             default_cpu=self.default_cpu_limit, default_memory=self.default_memory_limit,

@@ -127,3 +127,44 @@ async def run_streaming(
             kill_tree(proc.pid)
             await proc.wait()
         raise
+
+
+async def run_captured(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run argv to its end: (exit code, stdout, stderr).
+
+    The process gets its own session, so past `timeout` seconds (or when the awaiting task is
+    cancelled) everything it started goes with it (git's remote helpers, say), and
+    TimeoutError is raised.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    started = start_time(proc.pid)
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except BaseException:
+        # the group first: the process itself may have exited (and its pid been reaped)
+        # while a helper it started still holds the pipes
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        kill_tree(proc.pid, started)
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out, err

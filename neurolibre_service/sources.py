@@ -2,18 +2,24 @@
 
 Git runs in the service (it does not execute repository code), with only the https and
 (when configured) local transports enabled: no `ext::`, no `file://` URLs typed by users,
-no option injection (every user value comes after `--`).
+no option injection (every user value comes after `--`), no credential helpers or prompts.
+
+Every git step has a deadline: a transfer during which the server sends nothing for
+`git_stall_time` seconds is aborted by git itself (curl's low-speed limit), and past
+`git_timeout` seconds the whole process tree is killed (git's remote helpers too: a TLS
+handshake that never completes is not covered by the low-speed limit, nor by any git option).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from .processes import run_captured
 
 SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # a conservative subset of git check-ref-format: no leading '-', no '..', no '@{', no control
@@ -24,11 +30,16 @@ class SourceError(ValueError):
     """A repository or ref the user gave cannot be used; the message says why."""
 
 
+class SourceTimeout(SourceError):
+    """A git step did not finish in time; the message says which."""
+
+
 @dataclass(frozen=True)
 class RepoPolicy:
     schemes: Sequence[str] = ("https",)
     local_roots: Sequence[str] = ()
-    git_timeout: float = 60.0
+    git_timeout: float = 60.0  # one git step, start to end
+    git_stall_time: float = 30.0  # a transfer receiving nothing this long is aborted
 
 
 def validate_url(url: str, policy: RepoPolicy) -> str:
@@ -99,9 +110,13 @@ def _git_env() -> dict[str, str]:
     }  # fmt: skip
 
 
-def _git_args(url: str) -> list[str]:
+def _git_args(url: str, stall_time: float) -> list[str]:
     args = ["git", "-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
     args += ["-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"]
+    # an empty value clears helpers from the user's config: nothing asks for or stores secrets
+    args += ["-c", "credential.helper="]
+    # "less than 1 byte/s for N s": the server sent nothing at all (keep-alives count)
+    args += ["-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, round(stall_time))}"]
     if url.startswith("/"):
         args += ["-c", "protocol.file.allow=always"]
     if url.startswith("http://"):
@@ -109,24 +124,26 @@ def _git_args(url: str) -> list[str]:
     return args
 
 
-async def git(*args: str, url: str, cwd: Path | None = None, timeout: float = 60.0) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *_git_args(url),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=_git_env(),
-    )
+def _seconds(t: float) -> str:
+    return f"{t:.0f} s" if t >= 10 else f"{t:g} s"
+
+
+async def git(*args: str, url: str, step: str, cwd: Path | None = None,
+              policy: RepoPolicy = RepoPolicy(), network: bool = True) -> str:  # fmt: skip
+    """Run one git step; `step` names it in messages ("Fetching https://...")."""
+    stall = min(policy.git_stall_time, policy.git_timeout)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        code, out, err = await run_captured([*_git_args(url, stall), *args], cwd=cwd,
+                                            env=_git_env(), timeout=policy.git_timeout)  # fmt: skip
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise SourceError(f"git {args[0]} took longer than {timeout:.0f} s") from None
-    if proc.returncode != 0:
+        why = " (no answer from the server, or too slow an answer)" if network else ""
+        raise SourceTimeout(
+            f"{step} timed out after {_seconds(policy.git_timeout)}{why}."
+        ) from None
+    if code != 0:
         msg = err.decode(errors="replace").strip().splitlines()
+        if any("Operation too slow" in line for line in msg):  # curl's low-speed limit
+            raise SourceTimeout(f"{step} timed out: the server sent nothing for {_seconds(stall)}.")
         raise SourceError(msg[-1] if msg else f"git {args[0]} failed")
     return out.decode()
 
@@ -137,7 +154,10 @@ async def resolve_ref(url: str, ref: str, policy: RepoPolicy) -> str:
         return ref
     try:
         out = await git("ls-remote", "--", url, ref, *([] if ref == "HEAD" else [f"{ref}^{{}}"]),
-                        url=url, timeout=policy.git_timeout)  # fmt: skip
+                        url=url, step=f"Reading the branches and tags of {url}",
+                        policy=policy)  # fmt: skip
+    except SourceTimeout:
+        raise
     except SourceError as e:
         raise SourceError(f"Cannot read the repository {url}: {e}") from None
     found: dict[str, str] = {}
@@ -153,15 +173,24 @@ async def resolve_ref(url: str, ref: str, policy: RepoPolicy) -> str:
 async def checkout(url: str, commit: str, dest: Path, policy: RepoPolicy) -> None:
     """A shallow checkout of one commit into dest (created; must not exist)."""
     dest.mkdir(parents=True)
-    t = policy.git_timeout
-    await git("init", "-q", str(dest), url=url, timeout=t)
+    p = policy
+    await git(
+        "init", "-q", str(dest), url=url, step="Preparing the checkout", policy=p, network=False
+    )
+    fetching = f"Fetching {url}"
     try:
-        await git("fetch", "-q", "--depth=1", "--", url, commit, url=url, cwd=dest, timeout=t)
+        await git("fetch", "-q", "--depth=1", "--", url, commit, url=url, cwd=dest,
+                  step=fetching, policy=p)  # fmt: skip
+    except SourceTimeout:
+        raise  # a server that does not answer is not asked again
     except SourceError:
         # servers that refuse fetching by SHA: fetch all branches and tags, then pick it
         await git("fetch", "-q", "--tags", "--", url, "+refs/heads/*:refs/remotes/origin/*",
-                  url=url, cwd=dest, timeout=t)  # fmt: skip
+                  url=url, cwd=dest, step=fetching, policy=p)  # fmt: skip
     try:
-        await git("checkout", "-q", "--detach", commit, url=url, cwd=dest, timeout=t)
+        await git("checkout", "-q", "--detach", commit, url=url, cwd=dest,
+                  step=f"Checking out {commit}", policy=p, network=False)  # fmt: skip
+    except SourceTimeout:
+        raise
     except SourceError:
         raise SourceError(f"Commit {commit} is not in {url}.") from None
