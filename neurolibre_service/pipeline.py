@@ -20,12 +20,13 @@ from sqlalchemy import select
 
 from . import checks, sources
 from .books import BookError, BookRunner, find_book
-from .datasets import DataError, DatasetStore, parse_requirement
+from .datasets import DataError, DatasetStore, in_environment, parse_requirement
 from .db import Build, Database, Dataset, Job, JobStatus, Preprint
 from .environments.manager import EnvironmentManager
 from .jobs import JobContext, JobFailed
 from .notify import Attachment, Mailer
 from .preprints import JOB_KIND, LOGGED_STAGES, PreprintManager, stage_log_key
+from .safefiles import UnsafeFile, read_text_confined
 
 log = logging.getLogger("neurolibre.pipeline")
 DATA_REQUIREMENT = ("binder/data_requirement.json", "data_requirement.json")
@@ -122,7 +123,7 @@ class Pipeline:
             # a dataset whose src is Python code runs only in a local virtual environment
             env_prefix = Path(runtime.location) if runtime.backend == "local" else None
             async with self.stage(ctx, build.id, "data") as sctx:
-                data = await self.data(sctx, build.id, checkout, env_prefix)
+                data = await self.data(sctx, build.id, checkout, env_prefix, key)
             async with self.stage(ctx, build.id, "book") as sctx:
                 await self.book(sctx, build.id, preprint.id, checkout, runtime.location, key,
                                 data, out_dir)  # fmt: skip
@@ -186,17 +187,18 @@ class Pipeline:
         return await self.environments.ensure_runtime(ctx, checkout, attach)
 
     async def data(self, ctx: JobContext, build_id: int, checkout: Path,
-                   env_prefix: Path | None) -> list[tuple[str, Path]]:  # fmt: skip
+                   env_prefix: Path | None, runtime_key: str) -> list[tuple[str, Path]]:  # fmt: skip
         rel = next((r for r in DATA_REQUIREMENT if (checkout / r).is_file()), None)
         if rel is None:
             ctx.say("No data_requirement.json: this preprint needs no data.")
             return []
         try:
-            specs = parse_requirement((checkout / rel).read_text(encoding="utf-8"), rel)
-        except (DataError, UnicodeDecodeError) as e:
+            specs = parse_requirement(read_text_confined(checkout / rel, checkout, 1 << 20), rel)
+        except (DataError, UnsafeFile) as e:
             raise JobFailed(str(e)) from None
         mounts: list[tuple[str, Path]] = []
         for spec in specs:
+            spec = in_environment(spec, runtime_key)
             ds = await self.datasets.ensure(ctx, spec, env_prefix=env_prefix)
             # linked at once: an admin cannot delete a dataset a running build uses
             async with self.db.session() as s:
