@@ -36,7 +36,7 @@ from .environments.local import base_prefixes
 from .jobs import JobContext, JobFailed
 from .logs import LINE_LIMIT, cut_note
 from .safefiles import UnsafeFile, read_text_confined, remove_special_files
-from .sandbox import Sandbox
+from .sandbox import Sandbox, chown_tree, freeze_tree
 from .units import duration
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -1004,14 +1004,14 @@ class DockerBookRunner(BookRunner):
         if env.home:
             variables["HOME"] = env.home
         if as_root:  # the build writes in the checkout as its user
-            await asyncio.to_thread(_chown_tree, checkout, uid, gid)
+            await asyncio.to_thread(chown_tree, checkout, uid, gid)
         try:
             return await self._container(ctx, env.name, argv, on_line=ctx.log.write,
                                          mounts=mounts, cwd=cwd or checkout,
                                          variables=variables)  # fmt: skip
         finally:
-            if as_root:  # back to the service, which moves the results out
-                await asyncio.shield(asyncio.to_thread(_chown_tree, checkout, os.geteuid(),
+            if as_root:  # back to the service (no set-id bits), which moves the results out
+                await asyncio.shield(asyncio.to_thread(freeze_tree, checkout, os.geteuid(),
                                                        os.getegid()))  # fmt: skip
 
     async def _container(self, ctx: JobContext, image: str, argv: Sequence[str], *,
@@ -1118,19 +1118,6 @@ def _cut(line: str, cut: int) -> str:
     if len(line) > LINE_LIMIT:
         cut, line = cut + len(line) - LINE_LIMIT, line[:LINE_LIMIT]
     return line + (cut_note(cut) if cut else "")
-
-
-def _chown_tree(top: Path, uid: int, gid: int) -> None:
-    """Give a directory tree to uid:gid, without following symbolic links (a repository's
-    link must not hand over a file outside it). Linux clears the set-user-ID and set-group-ID
-    bits of a file whose owner changes, so a build cannot leave a set-user-ID root program."""
-    os.chown(top, uid, gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            try:
-                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
 
 
 def with_ro_binds(argv: list[str], binds: Sequence[tuple[Path, Path]]) -> list[str]:
