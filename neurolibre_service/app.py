@@ -32,7 +32,7 @@ from .environments.manager import EnvironmentManager
 from .handlers import routes
 from .handlers.preview import PreviewSigner
 from .hubapi import HubAPI
-from .jobs import JobQueue
+from .jobs import InstanceLock, InstanceLocked, JobQueue
 from .logs import LogStore, Redactor
 from .metrics import Metrics
 from .notify import Mailer, SMTPSettings
@@ -124,6 +124,21 @@ class NeuroLibre(Application):
     ).tag(config=True)
     max_attempts = Integer(
         2, help="Times a build interrupted by a service restart is started again before failing."
+    ).tag(config=True)
+    stop_with_parent = Bool(
+        help="""Stop (as on SIGTERM) when the process that started the service exits, so a
+        JupyterHub that is killed takes its managed service with it and the next hub's service
+        can start. Default: on when the hub manages the service (JUPYTERHUB_SERVICE_NAME set).""",
+    ).tag(config=True)
+
+    @default("stop_with_parent")
+    def _default_stop_with_parent(self) -> bool:
+        return "JUPYTERHUB_SERVICE_NAME" in os.environ
+
+    instance_wait = Float(
+        15.0,
+        help="""Seconds a starting service waits for another one using the same data_dir to stop
+        (only one may run on it) before it gives up with a message.""",
     ).tag(config=True)
 
     machine_profiles = List(
@@ -280,6 +295,9 @@ class NeuroLibre(Application):
         for sub in ("logs", "environments", "checkouts", "cache", "builds", "datasets"):
             (data / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(data, 0o700)
+        # one process per data directory, before anything reads, migrates or recovers its state
+        self.instance_lock = InstanceLock(data)
+        await self.instance_lock.acquire(self.instance_wait)
         self.db = Database(self.db_url)
         if self.upgrade_db:
             self.log.info("Migrating the database to the latest schema")
@@ -289,7 +307,7 @@ class NeuroLibre(Application):
                              size_limit=self.log_size_limit)  # fmt: skip
         self.queue = JobQueue(self.db, self.logs, {}, concurrency=self.build_concurrency,
                               time_limit=self.build_time_limit, max_attempts=self.max_attempts,
-                              metrics=self.metrics)  # fmt: skip
+                              metrics=self.metrics, instance_lock=self.instance_lock)  # fmt: skip
         self.metrics.jobs_running.set_function(lambda: self.queue.running)
         hidden = [data, *map(Path, self.sandbox_hidden_paths)]
         url = make_url(self.db_url)
@@ -387,18 +405,53 @@ class NeuroLibre(Application):
         self.log.info("NeuroLibre %s on http://%s:%s%s (builder: %s, sandbox: %s)", __version__,
                       self.ip, self.port, self.base_url, self.builder, self.sandbox)  # fmt: skip
         stop = asyncio.Event()
+        reasons: list[str] = []
+
+        def stop_because(reason: str) -> None:
+            reasons.append(reason)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_because, f"it was asked to stop ({sig.name})")
+        watch = asyncio.create_task(self._watch_parent(stop_because))
         await stop.wait()
-        self.log.info("Stopping")
-        self.server.stop()
-        await self.queue.stop()
+        watch.cancel()
+        self.log.info("Stopping: %s", reasons[0])
+        self.server.stop()  # the port is free before the lock is (a next service can bind it)
+        await self.queue.stop(reasons[0])
         await self.hub_api.close()
         await self.db.close()
+        self.instance_lock.release()
+
+    async def _watch_parent(self, stop_because) -> None:
+        """A managed service whose hub was killed is reparented: notice it, and stop.
+
+        Polling getppid() rather than PR_SET_PDEATHSIG: that signal follows the parent
+        *thread* that forked us, and it cannot be set before we run (the hub's Popen has no
+        hook for it). A parent that is PID 1 (a container's hub, or init) is not watched.
+        """
+        parent = _STARTED_BY
+        if not self.stop_with_parent or parent <= 1:
+            return
+        while True:  # (a pidfd would wake us at once; a second is soon enough)
+            await asyncio.sleep(1)
+            if os.getppid() != parent:
+                break
+        self.log.warning("The process that started this service (pid %d, its hub) exited", parent)
+        stop_because("its hub exited")
 
     def start(self) -> None:
-        asyncio.run(self.start_async())
+        try:
+            asyncio.run(self.start_async())
+        except InstanceLocked as e:
+            self.log.critical("%s", e)
+            self.exit(1)
+
+
+# read at import, before the slow part of a start (migrations, recovery): a hub killed
+# meanwhile is still noticed
+_STARTED_BY = os.getppid()
 
 
 main = NeuroLibre.launch_instance

@@ -3,12 +3,18 @@
 The database holds every job's state; the in-memory part (running tasks, wake-ups) can be
 lost at any time. After a restart, jobs left "running" are re-queued once (their process is
 killed first if it survived) and failed after that, with a reason in their log.
+
+Recovery kills processes and re-queues what looks abandoned, so only one service may run on a
+data directory: an InstanceLock held for the process's lifetime. A second service waits a
+little for it (the one of a killed hub stops by itself) and then gives up with a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +36,64 @@ log = logging.getLogger("neurolibre.jobs")
 
 class JobFailed(Exception):
     """The job ends as failed; the message is shown to its owner."""
+
+
+class InstanceLocked(RuntimeError):
+    """Another live process uses the data directory; the message names it."""
+
+
+class InstanceLock:
+    """One service per data directory: an exclusive flock on DATA/service.lock.
+
+    The kernel drops it when the process ends, however it ends (SIGKILL included), so a stale
+    lock file never blocks a start. The descriptor is not inherited by child processes.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.path = directory / "service.lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    async def acquire(self, wait: float = 10.0) -> None:
+        """Take the lock, waiting up to `wait` seconds for its holder to end."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise InstanceLocked(
+                            f"Another NeuroLibre process (pid {self.holder()}) uses the data "
+                            f"directory {self.directory}; it did not stop within {wait:g} s. "
+                            "Not starting a second one on the same files: stop that one first."
+                        ) from None
+                    await asyncio.sleep(0.2)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 @dataclass
@@ -84,6 +148,7 @@ class JobQueue:
         time_limit: float = 1800.0,
         max_attempts: int = 2,
         metrics: Metrics | None = None,
+        instance_lock: InstanceLock | None = None,
     ):
         self.db = db
         self.logs = logs
@@ -92,6 +157,8 @@ class JobQueue:
         self.time_limit = time_limit
         self.max_attempts = max_attempts
         self.metrics = metrics
+        # with a lock, recovery refuses to run without it (it would kill another's jobs)
+        self.instance_lock = instance_lock
         self._tasks: dict[int, asyncio.Task] = {}
         self._cancelled_by: dict[int, str] = {}
         self._wake = asyncio.Event()
@@ -112,17 +179,26 @@ class JobQueue:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
         self._wake.set()
 
-    async def stop(self) -> None:
-        """Stop workers; their jobs stay "running" in SQL and are recovered at next start."""
+    async def stop(self, reason: str | None = None) -> None:
+        """Stop workers; their jobs stay "running" in SQL and are recovered at next start.
+
+        `reason` (why the service stops) goes into the log of each running job, so the log
+        tells its owner what happened rather than leaving a cut-off build to be guessed at.
+        """
         self._stopping = True
         if self._dispatcher:
             self._dispatcher.cancel()
+        if reason:
+            for job_id in self._tasks:
+                self.channel(job_id).write(f"!! The service stopped while this job ran: {reason}.")
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def recover(self) -> None:
+        if self.instance_lock is not None and not self.instance_lock.held:
+            raise RuntimeError("job recovery needs the instance lock (another service may be live)")
         async with self.db.session() as s:
             stale = (await s.scalars(select(Job).where(Job.status == JobStatus.running))).all()
             for job in stale:

@@ -75,6 +75,7 @@ class Hub:
         self.extra_config = extra_config
         self.log_path = self.workdir / "jupyterhub.log"
         self.proc: subprocess.Popen | None = None
+        self.ports: list[int] | None = None  # hub API, proxy API, service, mail sink
 
     @property
     def url(self) -> str:
@@ -104,7 +105,10 @@ class Hub:
         config.write_text(CONFIG.format(embedded=str(REPO / "jupyterhub_config.py"),
                                         token=self.token, password=PASSWORD)
                           + self.extra_config)  # fmt: skip
-        hub_api, proxy_api, service, mail_sink = free_ports(4, avoid=(self.port,))
+        # a restarted hub keeps its ports, as a deployment's would
+        if self.ports is None:
+            self.ports = free_ports(4, avoid=(self.port,))
+        hub_api, proxy_api, service, mail_sink = self.ports
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -149,6 +153,14 @@ class Hub:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self.log_file.close()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the hub process alone (a crash, or an operator's kill), and wait for it to
+        end. What it started (proxy, services) is left to fend for itself; start() again to
+        restart the hub on the same data directory and ports."""
+        os.kill(self.proc.pid, sig)
+        self.proc.wait(30)
         self.log_file.close()
 
     def service_pid(self) -> int | None:
