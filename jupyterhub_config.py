@@ -109,8 +109,9 @@ if MAIL_SINK_PORT != "off":
     c.JupyterHub.services.append(
         {
             "name": "mail-sink",
-            "command": [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{MAIL_SINK_PORT}",
-                        "-c", "aiosmtpd.handlers.Mailbox", str(DATA / "mail")],
+            # aiosmtpd, stopping when the hub dies (neurolibre_service/mailsink.py)
+            "command": [sys.executable, "-m", "neurolibre_service.mailsink",
+                        f"127.0.0.1:{MAIL_SINK_PORT}", str(DATA / "mail")],
         }
     )  # fmt: skip
 c.JupyterHub.custom_scopes = {
