@@ -28,6 +28,7 @@ from .checks_runner import CheckRunner
 from .datasets import DatasetStore
 from .db import Database
 from .environments import BUILDERS, Builder
+from .environments.docker import memory_bytes
 from .environments.manager import EnvironmentManager
 from .handlers import routes
 from .handlers.preview import PreviewSigner
@@ -39,7 +40,7 @@ from .notify import Mailer, SMTPSettings
 from .pipeline import Pipeline
 from .preprints import PreprintManager
 from .resources import share_path
-from .sandbox import DEFAULT_PASSTHROUGH, Sandbox
+from .sandbox import DEFAULT_BUILD_USER, DEFAULT_PASSTHROUGH, Limits, Sandbox
 from .servers import Servers
 from .sources import RepoPolicy
 
@@ -173,6 +174,43 @@ class NeuroLibre(Application):
         run as the service's user with everything it can read and write, including its database
         and tokens' files; only for trusted repositories.""",
     ).tag(config=True)
+    build_user = Unicode(
+        DEFAULT_BUILD_USER,
+        help="""The unprivileged user (name or uid) confined steps run as when the service runs
+        as root: package installs, data fetches, notebooks and book tools. scripts/install.sh
+        creates it. Without root, steps run as the service's own user, without capabilities.""",
+    ).tag(config=True)
+    sandbox_memory_limit = Unicode(
+        "4G",
+        help="""Memory one process of a confined step may allocate (RLIMIT_DATA, e.g. 4G);
+        an allocation past it fails (MemoryError in Python). Empty: no limit.""",
+    ).tag(config=True)
+    sandbox_cpu_limit = Integer(
+        3600, help="CPU seconds one process of a confined step may use (RLIMIT_CPU); 0: none."
+    ).tag(config=True)
+    sandbox_process_limit = Integer(
+        1024,
+        help="""Processes the build user may have at once, all confined steps together
+        (RLIMIT_NPROC): a fork bomb stops there. 0: none.""",
+    ).tag(config=True)
+    sandbox_open_files_limit = Integer(
+        4096, help="Open files per process of a confined step (RLIMIT_NOFILE); 0: none."
+    ).tag(config=True)
+    sandbox_file_size_limit = Unicode(
+        "16G", help="Largest file a confined step may write (RLIMIT_FSIZE). Empty: no limit."
+    ).tag(config=True)
+
+    def sandbox_limits(self) -> Limits:
+        return Limits(
+            memory=memory_bytes(self.sandbox_memory_limit) if self.sandbox_memory_limit else None,
+            cpu_seconds=self.sandbox_cpu_limit or None,
+            processes=self.sandbox_process_limit or None,
+            open_files=self.sandbox_open_files_limit or None,
+            file_size=memory_bytes(self.sandbox_file_size_limit)
+            if self.sandbox_file_size_limit
+            else None,
+        )
+
     sandbox_hidden_paths = List(
         Unicode(),
         help="More files or directories builds may not read (e.g. the hub's database and cookie secret).",
@@ -315,7 +353,8 @@ class NeuroLibre(Application):
             db_file = Path(url.database).resolve()
             hidden += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")]
         sandbox = Sandbox(self.sandbox, hidden=hidden, passthrough=self.build_env_passthrough,
-                          extra_env=dict(self.build_environment))  # fmt: skip
+                          extra_env=dict(self.build_environment), build_user=self.build_user,
+                          limits=self.sandbox_limits())  # fmt: skip
         sandbox.check()
         self.builder_impl: Builder = BUILDERS[self.builder](
             parent=self,
