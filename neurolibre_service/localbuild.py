@@ -27,6 +27,7 @@ async def _follow(app, key: str, prefix: str, out) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     from .app import NeuroLibre
+    from .jobs import InstanceLocked
 
     # as root, builds run as the unprivileged build user, who cannot enter root's home
     default = (
@@ -40,7 +41,11 @@ async def _run(args: argparse.Namespace) -> int:
         argv.append(f"--LocalBookRunner.time_limit={args.time_limit}")
     app = NeuroLibre()
     app.initialize(argv)
-    await app.setup()
+    try:
+        await app.setup()
+    except InstanceLocked as e:  # another build (or a service) uses this data directory
+        print(f"neurolibre build: {e}", file=sys.stderr)
+        return 1
     if sandbox == "none":
         print("note: bubblewrap is not installed: build steps run unconfined", file=sys.stderr)
     try:
