@@ -110,6 +110,10 @@ async def test_a_failing_requirements_file_gives_a_clear_error_and_keeps_the_log
     assert text.splitlines() == log
 
 
+# a local package whose setup.py would run as the build (it must never run)
+LOCAL_PKG = {"binder/pkgdir/setup.py": "import os; os.system('touch /tmp/pwned-by-setup')\n"}
+
+
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
@@ -119,18 +123,24 @@ async def test_a_failing_requirements_file_gives_a_clear_error_and_keeps_the_log
         ({"binder/runtime.txt": "python-2.7\n"}, "Python 2.7, which this machine does not have"),
         ({"binder/runtime.txt": "r-4.1-2022-01-01\n"}, "only python-X.Y"),
         ({"binder/requirements.txt": "-e .\n"}, "local path"),
+        # issue 11, attack 9: the bypasses of the old pattern match; the local setup.py never runs
+        ({"binder/requirements.txt": "localpkg @ pkgdir\n", **LOCAL_PKG}, "local path"),
+        ({"binder/requirements.txt": "pkgdir/\n", **LOCAL_PKG}, "local path"),
+        ({"binder/requirements.txt": "--find-links /etc\nnl-x\n"}, "--find-links"),
+        ({"binder/requirements.txt": "--index-url http://127.0.0.1:9/simple\nnl-x\n"}, "not https"),
     ],
 )
 async def test_runtimes_the_local_builder_cannot_make_fail_fast(
     hub, alice, new_repo, files, expected
 ):
     repo, _ = new_repo(files)
-    env, log = await build(alice, f"unsupported-{abs(hash(expected)) % 10**6}", repo)
+    env, log = await build(alice, f"unsupported-{abs(hash(str(files))) % 10**6}", repo)
 
     assert env["status"] == "failed"
     assert expected in env["error"]
     assert "==> installing packages" not in log
-    if "runtime.txt" not in str(files) and "-e" not in str(files):
+    assert not Path("/tmp/pwned-by-setup").exists()
+    if "runtime.txt" not in str(files) and "requirements.txt" not in str(files):
         assert "docker" in env["error"] and "BinderHub" in env["error"]
 
 
