@@ -16,6 +16,7 @@ from .checks_runner import CheckRunner
 from .db import Build, Database, Job, Preprint
 from .errors import Conflict, NotFound, UserError
 from .jobs import JobQueue
+from .units import iso_utc
 
 JOB_KIND = "preprint"
 STAGES = ("check", "environment", "data", "book")
@@ -146,7 +147,7 @@ class PreprintManager:
             "ref": p.ref,
             "title": p.title,
             "email": p.email,
-            "created_at": p.created_at.isoformat(),
+            "created_at": iso_utc(p.created_at),
         }
         if builds is not None:
             d["builds"] = [self.build_dict(b, p) for b in builds]
@@ -179,9 +180,9 @@ class PreprintManager:
             "executed": b.executed,
             "cached": b.cached,
             "notified": b.notified,
-            "created_at": b.created_at.isoformat(),
-            "started_at": job.started_at.isoformat() if job.started_at else None,
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "created_at": iso_utc(b.created_at),
+            "started_at": iso_utc(job.started_at),
+            "finished_at": iso_utc(job.finished_at),
             "preview_url": f"builds/{b.id}/preview/" if job.status.value == "succeeded" else None,
             "logs": {
                 stage: f"api/builds/{b.id}/logs/{stage}" for stage in ("main", *LOGGED_STAGES)

@@ -12,6 +12,12 @@ def aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def iso_utc(dt: datetime | None) -> str | None:
+    """How the API writes a time: ISO 8601 in UTC with its offset ("...+00:00"), an RFC 3339
+    date-time. SQLite gives naive UTC and PostgreSQL the session's zone: both end up the same."""
+    return aware(dt).astimezone(UTC).isoformat() if dt is not None else None
+
+
 def duration(seconds: float) -> str:
     """A time limit as a message says it: "20 seconds", "10 minutes"."""
     if seconds >= 120:

@@ -15,6 +15,7 @@ from .. import sources
 from ..db import Build, Database, Environment, Job, JobStatus, Runtime
 from ..errors import Conflict, NotFound, UserError
 from ..jobs import JobContext, JobFailed, JobQueue
+from ..units import iso_utc
 from .base import Builder
 from .runtime import RuntimeError_, find_runtime
 
@@ -102,16 +103,16 @@ class EnvironmentManager:
             "profile": env.profile,
             "cpu_limit": env.cpu_limit,
             "mem_limit": env.mem_limit,
-            "created_at": env.created_at.isoformat(),
+            "created_at": iso_utc(env.created_at),
             "runtime": None if rt is None else {
                 "key": rt.key, "backend": rt.backend, "python_version": rt.python_version,
                 "size_bytes": rt.size_bytes,
             },
             "job": None if job is None else {
                 "id": job.id, "status": job.status.value, "attempts": job.attempts,
-                "created_at": job.created_at.isoformat(),
-                "started_at": job.started_at.isoformat() if job.started_at else None,
-                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+                "created_at": iso_utc(job.created_at),
+                "started_at": iso_utc(job.started_at),
+                "finished_at": iso_utc(job.finished_at),
             },
         }  # fmt: skip
 
@@ -193,18 +194,30 @@ class EnvironmentManager:
         await self.queue.cancel(job.id, by=user)
         return self.to_dict(*await self.get(env_id, user, admin))
 
-    async def delete(self, env_id: int, user: str, admin: bool) -> None:
+    async def delete(self, env_id: int, user: str, admin: bool,
+                     stop_servers: Callable[[Environment], Awaitable[Any]] | None = None) -> Any:  # fmt: skip
+        """Delete an environment, its builds' logs, and its runtime if nothing else uses it.
+
+        `stop_servers(env)` runs once the row is gone (the spawner can no longer start a server
+        on it) and before the runtime is removed (under servers still running on it); what it
+        returns is returned.
+        """
         env, job = await self.get(env_id, user, admin)
         if job and not job.status.finished:
             await self.queue.cancel(job.id, by=user)
         async with self.db.session() as s:
             job_ids = (await s.scalars(select(Job.id).where(Job.environment_id == env_id))).all()
-            await s.delete(await s.get(Environment, env_id))
+            row = await s.get(Environment, env_id)
+            if row is None:  # deleted meanwhile by another request
+                raise NotFound(f"No environment {env_id}.")
+            await s.delete(row)
             await s.commit()
+        outcome = await stop_servers(env) if stop_servers is not None else None
         for jid in job_ids:
             self.queue.logs.remove(self.queue.log_key(jid))
         if env.runtime_key:
             await self._collect(env.runtime_key)
+        return outcome
 
     async def _collect(self, key: str) -> None:
         """Remove a runtime no environment uses any more."""
