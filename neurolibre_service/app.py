@@ -31,6 +31,7 @@ from .environments import BUILDERS, Builder
 from .environments.docker import memory_bytes
 from .environments.manager import EnvironmentManager
 from .handlers import routes
+from .handlers.base import UnknownPath
 from .handlers.preview import PreviewSigner
 from .hubapi import HubAPI
 from .jobs import InstanceLock, InstanceLocked, JobQueue
@@ -417,6 +418,8 @@ class NeuroLibre(Application):
             "cookie_secret": os.urandom(32),
             "login_url": f"{self.hub_prefix}login",
             "log_function": self._log_request,
+            # unknown paths: a JSON 404 under api/, the error page elsewhere
+            "default_handler_class": UnknownPath,
         }
         self.tornado_app = web.Application(routes(self.base_url), **settings)
 

@@ -32,8 +32,11 @@ class HubAPI:
             raise HubAPIError(r.status_code, message)
         return r
 
-    async def user(self, name: str) -> dict:
-        return (await self._request("GET", f"users/{quote(name, safe='')}")).json()
+    async def user(self, name: str, include_stopped: bool = False) -> dict:
+        """The hub's user model; its `servers` are the running and pending ones, and with
+        include_stopped the named servers that exist but are stopped too."""
+        params = {"include_stopped_servers": "1"} if include_stopped else None
+        return (await self._request("GET", f"users/{quote(name, safe='')}", params=params)).json()
 
     async def start_server(self, user: str, server: str, options: dict) -> int:
         r = await self._request("POST", f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}",
@@ -41,6 +44,9 @@ class HubAPI:
         return r.status_code
 
     async def stop_server(self, user: str, server: str, remove: bool = False) -> int:
+        if not server:  # the default server has its own path, and cannot be removed
+            r = await self._request("DELETE", f"users/{quote(user, safe='')}/server")
+            return r.status_code
         r = await self._request("DELETE", f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}",
                                 json={"remove": remove})  # fmt: skip
         return r.status_code

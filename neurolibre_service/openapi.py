@@ -1,11 +1,20 @@
-"""The OpenAPI 3.1 description of the JSON API (served at api/openapi.json)."""
+"""The OpenAPI 3.1 description of the JSON API (served at api/openapi.json).
+
+Its response schemas are what the service really sends: tests/test_schemathesis.py checks every
+answer of a property-based client against them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .handlers.base import MAX_ID, MAX_PAGE_SIZE, PAGE_SIZE
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ENV = {"$ref": "#/components/schemas/Environment"}
+_PREPRINT = {"$ref": "#/components/schemas/Preprint"}
+_BUILD = {"$ref": "#/components/schemas/Build"}
+_DATASET = {"$ref": "#/components/schemas/Dataset"}
 
 
 def _resp(desc: str, schema: dict | None = None, ctype: str = "application/json") -> dict:
@@ -15,19 +24,165 @@ def _resp(desc: str, schema: dict | None = None, ctype: str = "application/json"
     return r
 
 
+def _array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+def _nullable(schema: dict) -> dict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_STR, _INT, _NUM, _BOOL = (
+    {"type": "string"},
+    {"type": "integer"},
+    {"type": "number"},
+    {"type": "boolean"},
+)
+_STR_OR_NULL, _INT_OR_NULL = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
+# API times are UTC with their offset ("2026-11-30T01:51:03.123456+00:00")
+_TIME = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_OBJ = {"type": "object"}
+_JOB_STATUS = {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}
+_STAGE_STATE = {"enum": ["pending", "running", "succeeded", "failed", "skipped"]}
+
 _ERRORS = {
     "403": _resp("Not authenticated, or not allowed", _ERROR),
-    "404": _resp("No such environment (or not yours)", _ERROR),
+    "404": _resp("No such thing (or not yours)", _ERROR),
 }
-_ENV_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
-
-
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-_OBJ = {"type": "object"}
-_STAGE_LOG = {
-    "200": {"description": "The log", "content": {"text/plain": {}, "text/event-stream": {}}},
+_BAD = {"400": _resp("Bad request: the message says what to fix", _ERROR)}
+# ids are integers that can name a row; any other number is a 404 like a missing row
+_ID = {"name": "id", "in": "path", "required": True,
+       "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}  # fmt: skip
+_ENV_ID = [_ID]
+_PAGING = [
+    {"name": "limit", "in": "query",
+     "schema": {"type": "integer", "default": PAGE_SIZE, "minimum": 1, "maximum": MAX_PAGE_SIZE}},
+    {"name": "offset", "in": "query",
+     "schema": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_ID}},
+]  # fmt: skip
+_PAGED = "X-Total-Count gives the number in all; a Link header (rel=next) the next page."
+_LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0},
+                  "description": "With Accept: text/event-stream, resume after this line"}  # fmt: skip
+_LOG = {
+    "200": {"description": "The log", "content": {"text/plain": {"schema": _STR},
+                                                  "text/event-stream": {"schema": _STR}}},
+    **_BAD,
     **_ERRORS,
-}
+}  # fmt: skip
+
+
+def _schemas() -> dict:
+    job = {"type": "object", "required": ["id", "status", "attempts", "created_at"], "properties": {
+        "id": _INT, "status": _JOB_STATUS, "attempts": _INT, "created_at": _TIME,
+        "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL}}  # fmt: skip
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {"status": _INT, "message": _STR},
+        },
+        "NewEnvironment": {
+            "type": "object",
+            "required": ["name", "repository"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                "repository": {"type": "string", "description": "https:// Git URL"},
+                "ref": {"type": "string", "default": "HEAD"},
+                "profile": {"type": ["string", "null"]},
+                "cpu_limit": {"type": ["number", "null"]},
+                "mem_limit": {"type": ["string", "null"], "examples": ["2G"]},
+            },
+        },
+        "Environment": {
+            "type": "object",
+            "required": ["id", "name", "owner", "status", "created_at"],
+            "properties": {
+                "id": _INT, "name": _STR, "owner": _STR, "repository": _STR, "ref": _STR,
+                "commit": _STR_OR_NULL,
+                "status": {"enum": ["new", "queued", "building", "ready", "failed", "cancelled",
+                                    "missing"]},
+                "stage": _STR_OR_NULL, "error": _STR_OR_NULL, "profile": _STR_OR_NULL,
+                "cpu_limit": {"type": ["number", "null"]}, "mem_limit": _STR_OR_NULL,
+                "created_at": _TIME,
+                "runtime": _nullable({"type": "object", "properties": {
+                    "key": _STR, "backend": _STR, "python_version": _STR_OR_NULL,
+                    "size_bytes": _INT_OR_NULL}}),
+                "job": _nullable(job),
+            },
+        },
+        "EnvironmentDeleted": {
+            "type": "object",
+            "required": ["id", "deleted", "servers_stopped", "servers_not_stopped"],
+            "properties": {
+                "id": _INT, "deleted": {"const": True},
+                "servers_stopped": {**_array(_STR), "description": "the owner's servers that ran "
+                                    "on it, stopped and removed"},
+                "servers_not_stopped": _array({"type": "object", "properties": {
+                    "name": _STR, "reason": _STR}}),
+            },
+        },
+        "Build": {
+            "type": "object",
+            "required": ["id", "preprint", "status", "stages", "created_at"],
+            "properties": {
+                "id": _INT, "preprint": _INT, "ref": _STR, "commit": _STR_OR_NULL,
+                "status": _JOB_STATUS, "stage": _STR_OR_NULL, "error": _STR_OR_NULL,
+                "stages": {"type": "object", "additionalProperties": _STAGE_STATE},
+                "failed_stage": _STR_OR_NULL,
+                "findings": {"type": ["array", "null"], "items": _OBJ},
+                "runtime_key": _STR_OR_NULL,
+                "datasets": _array({"type": "object", "properties": {
+                    "key": _STR, "project_name": _STR, "size_bytes": _INT_OR_NULL}}),
+                "book_engine": _STR_OR_NULL, "executed": _INT_OR_NULL, "cached": _INT_OR_NULL,
+                "notified": _STR_OR_NULL,
+                "created_at": _TIME, "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL,
+                "preview_url": _STR_OR_NULL,
+                "logs": {"type": "object", "additionalProperties": _STR},
+            },
+        },
+        "Preprint": {
+            "type": "object",
+            "required": ["id", "owner", "repository", "created_at", "latest_build"],
+            "properties": {
+                "id": _INT, "owner": _STR, "repository": _STR, "ref": _STR,
+                "title": _STR_OR_NULL, "email": _STR_OR_NULL, "created_at": _TIME,
+                "latest_build": _nullable(_BUILD),
+                "builds": {**_array(_BUILD), "description": "GET api/preprints/{id} only"},
+                "preview_url": _STR_OR_NULL,
+            },
+        },
+        "Dataset": {
+            "type": "object",
+            "required": ["key", "project_name", "status", "in_use", "created_at"],
+            "properties": {
+                "key": _STR, "project_name": _STR, "requirement": _OBJ,
+                "status": {"enum": ["fetching", "ready", "failed"]},
+                "size_bytes": _INT_OR_NULL, "size": _STR_OR_NULL, "error": _STR_OR_NULL,
+                "in_use": _BOOL, "created_at": _TIME, "fetched_at": _TIME_OR_NULL,
+                "last_used_at": _TIME_OR_NULL,
+            },
+        },
+        "Server": {
+            "type": "object",
+            "required": ["name", "ready"],
+            "properties": {
+                "name": _STR, "ready": _BOOL, "pending": _STR_OR_NULL, "url": _STR_OR_NULL,
+                "environment": {"description": "the environment's id it was started on"},
+                "started": _TIME_OR_NULL, "last_activity": _TIME_OR_NULL,
+            },
+        },
+        "Findings": {
+            "type": "object",
+            "required": ["errors", "findings"],
+            "properties": {
+                "repository": _STR, "ref": _STR, "commit": _STR, "errors": _INT,
+                "findings": _array({"type": "object", "properties": {
+                    "level": _STR, "file": _STR_OR_NULL, "line": _INT_OR_NULL,
+                    "message": _STR, "fix": _STR}}),
+            },
+        },
+    }  # fmt: skip
 
 
 def _preprint_paths() -> dict:
@@ -39,56 +194,63 @@ def _preprint_paths() -> dict:
         **repo["properties"], "email": {"type": "string", "description": "gets the result"}}}  # fmt: skip
     return {
         "/api/preprints": {
-            "get": {"summary": "Your preprints (all for admins), newest first, paged like environments",
-                    "responses": {"200": _resp("Preprints with their latest build", {"type": "array", "items": _OBJ}),
+            "get": {"summary": "Your preprints (all for admins), newest first, with their latest build",
+                    "parameters": _PAGING, "description": _PAGED,
+                    "responses": {"200": _resp("Preprints", _array(_PREPRINT)), **_BAD,
                                   "403": _ERRORS["403"]}},
             "post": {"summary": "Submit a repository: check, environment, data and book, as one build",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": submit}}},
-                     "responses": {"201": _resp("Preprint, with its queued build", _OBJ),
+                     "responses": {"201": _resp("Preprint, with its queued build", _PREPRINT),
                                    "400": _resp("Bad URL, ref or email", _ERROR),
                                    "409": _resp("A build of this preprint is still running", _ERROR),
                                    "403": _ERRORS["403"]}},
         },
         "/api/preprints/{id}": {
             "parameters": [_ID],
-            "get": {"summary": "A preprint and all its builds (newest first)", "responses": {"200": _resp("", _OBJ), **_ERRORS}},
-            "delete": {"summary": "Delete a preprint, its builds and their artifacts", "responses": {"204": _resp("Deleted"), **_ERRORS}},
+            "get": {"summary": "A preprint and all its builds (newest first)",
+                    "responses": {"200": _resp("", _PREPRINT), **_ERRORS}},
+            "delete": {"summary": "Delete a preprint, its builds and their artifacts",
+                       "responses": {"204": _resp("Deleted"), "409": _resp("A build is running", _ERROR),
+                                     **_ERRORS}},
         },
         "/api/preprints/{id}/builds": {
             "parameters": [_ID],
             "post": {"summary": "Build again (the ref is resolved again)",
-                     "responses": {"201": _resp("Queued build", _OBJ), "409": _resp("Busy", _ERROR), **_ERRORS}},
+                     "responses": {"201": _resp("Queued build", _BUILD), "409": _resp("Busy", _ERROR),
+                                   **_BAD, **_ERRORS}},
         },
         "/api/builds/{id}": {
             "parameters": [_ID],
             "get": {"summary": "A build: status, stages, failed stage, findings, datasets, notebooks executed and cached",
-                    "responses": {"200": _resp("", _OBJ), **_ERRORS}},
+                    "responses": {"200": _resp("", _BUILD), **_ERRORS}},
         },
         "/api/builds/{id}/cancel": {
             "parameters": [_ID],
             "post": {"summary": "Cancel a queued or running build",
-                     "responses": {"200": _resp("Cancelled", _OBJ), "409": _resp("Already finished", _ERROR), **_ERRORS}},
+                     "responses": {"200": _resp("Cancelled", _BUILD), "409": _resp("Already finished", _ERROR), **_ERRORS}},
         },
         "/api/builds/{id}/logs/{stage}": {
             "parameters": [_ID, {"name": "stage", "in": "path", "required": True,
                                  "schema": {"enum": ["main", "environment", "data", "book"]}},
-                           {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}}],
+                           _LAST_EVENT_ID],
             "get": {"summary": "One stage's log (main: the check and the summary); text or server-sent events",
                     "description": "A stage the build never reached ends at once with status 'skipped'.",
-                    "responses": _STAGE_LOG},
+                    "responses": _LOG},
         },
         "/api/check": {
             "post": {"summary": "The layout checks of a repository, without building (same as `neurolibre check`)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": repo}}},
-                     "responses": {"200": _resp("Findings (level, file, line, message, fix) and the error count", _OBJ),
+                     "responses": {"200": _resp("Findings (level, file, line, message, fix) and the error count",
+                                                {"$ref": "#/components/schemas/Findings"}),
                                    "400": _resp("Bad URL or ref", _ERROR), "403": _ERRORS["403"]}},
         },
         "/api/datasets": {
             "get": {"summary": "Admins: every fetched dataset, its size, and whether a build uses it",
-                    "responses": {"200": _resp("Datasets", {"type": "array", "items": _OBJ}), "403": _ERRORS["403"]}},
+                    "responses": {"200": _resp("Datasets", _array(_DATASET)), "403": _ERRORS["403"]}},
         },
         "/api/datasets/{key}": {
-            "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [{"name": "key", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
             "delete": {"summary": "Admins: delete a dataset no current build uses",
                        "responses": {"204": _resp("Deleted"), "409": _resp("In use", _ERROR), **_ERRORS}},
         },
@@ -104,7 +266,8 @@ def openapi_document(base_url: str) -> dict:
             "description": (
                 "Authenticate with the hub: a browser session (writes need the X-XSRFToken "
                 "header) or 'Authorization: token <hub API token>'. Users see their own "
-                "environments; the custom:neurolibre:admin scope sees all."
+                "environments; the custom:neurolibre:admin scope sees all. Errors are JSON "
+                "({status, message}); a method a path does not have is a 405 with Allow."
             ),
         },
         "servers": [{"url": base_url.rstrip("/")}],
@@ -112,47 +275,7 @@ def openapi_document(base_url: str) -> dict:
             "securitySchemes": {
                 "hubToken": {"type": "apiKey", "in": "header", "name": "Authorization"}
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["status", "message"],
-                    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
-                },
-                "NewEnvironment": {
-                    "type": "object",
-                    "required": ["name", "repository"],
-                    "properties": {
-                        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
-                        "repository": {"type": "string", "description": "https:// Git URL"},
-                        "ref": {"type": "string", "default": "HEAD"},
-                        "profile": {"type": ["string", "null"]},
-                        "cpu_limit": {"type": ["number", "null"]},
-                        "mem_limit": {"type": ["string", "null"], "examples": ["2G"]},
-                    },
-                },
-                "Environment": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "integer"},
-                        "name": {"type": "string"},
-                        "owner": {"type": "string"},
-                        "repository": {"type": "string"},
-                        "ref": {"type": "string"},
-                        "commit": {"type": ["string", "null"]},
-                        "status": {
-                            "enum": ["new", "queued", "building", "ready", "failed", "cancelled"]
-                        },
-                        "stage": {"type": ["string", "null"]},
-                        "error": {"type": ["string", "null"]},
-                        "profile": {"type": ["string", "null"]},
-                        "cpu_limit": {"type": ["number", "null"]},
-                        "mem_limit": {"type": ["string", "null"]},
-                        "created_at": {"type": "string", "format": "date-time"},
-                        "runtime": {"type": ["object", "null"]},
-                        "job": {"type": ["object", "null"]},
-                    },
-                },
-            },
+            "schemas": _schemas(),
         },
         "security": [{"hubToken": []}],
         "paths": {
@@ -160,7 +283,12 @@ def openapi_document(base_url: str) -> dict:
                 "get": {
                     "summary": "Service health (no authentication)",
                     "security": [],
-                    "responses": {"200": _resp("Healthy"), "503": _resp("Database unreachable")},
+                    "responses": {
+                        "200": _resp("Healthy", {"type": "object", "properties": {
+                            "status": {"enum": ["ok", "degraded"]}, "version": _STR,
+                            "database": _BOOL, "builder": _STR, "jobs_running": _INT}}),
+                        "503": _resp("Database unreachable", _OBJ),
+                    },
                 }
             },
             "/api/builder": {
@@ -172,7 +300,7 @@ def openapi_document(base_url: str) -> dict:
                         "200": _resp("Healthy", {"type": "object", "properties": {
                             "backend": {"type": "string", "enum": ["local", "docker", "binderhub"]},
                             "health": {"type": ["object", "null"]}}}),
-                        "503": _resp("What the builder depends on is unhealthy or unreachable"),
+                        "503": _resp("What the builder depends on is unhealthy or unreachable", _OBJ),
                         "403": _ERRORS["403"],
                     },
                 }
@@ -181,19 +309,17 @@ def openapi_document(base_url: str) -> dict:
                 "get": {
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": _resp("OpenAPI document")},
+                    "responses": {"200": _resp("OpenAPI document", _OBJ)},
                 }
             },
             "/api/environments": {
                 "get": {
                     "summary": "List environments (yours; all for admins), newest first",
-                    "parameters": [
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}},
-                    ],
-                    "description": "X-Total-Count gives the number in all; a Link header (rel=next) the next page.",
+                    "parameters": _PAGING,
+                    "description": _PAGED,
                     "responses": {
-                        "200": _resp("Environments", {"type": "array", "items": _ENV}),
+                        "200": _resp("Environments", _array(_ENV)),
+                        **_BAD,
                         "403": _ERRORS["403"],
                     },
                 },
@@ -219,15 +345,17 @@ def openapi_document(base_url: str) -> dict:
                 "parameters": _ENV_ID,
                 "get": {"summary": "One environment", "responses": {"200": _resp("", _ENV), **_ERRORS}},
                 "delete": {
-                    "summary": "Delete (cancels its build; removes its runtime if unused)",
-                    "responses": {"204": _resp("Deleted"), **_ERRORS},
+                    "summary": "Delete (cancels its build; stops and removes the servers running on it; removes its runtime if unused)",
+                    "responses": {"200": _resp("Deleted; the servers it stopped",
+                                               {"$ref": "#/components/schemas/EnvironmentDeleted"}),
+                                  **_ERRORS},
                 },
             },
             "/api/environments/{id}/rebuild": {
                 "parameters": _ENV_ID,
                 "post": {
                     "summary": "Resolve the ref again and rebuild (reuses identical runtimes)",
-                    "responses": {"202": _resp("Queued", _ENV), "409": _resp("Busy", _ERROR), **_ERRORS},
+                    "responses": {"202": _resp("Queued", _ENV), "409": _resp("Busy", _ERROR), **_BAD, **_ERRORS},
                 },
             },
             "/api/environments/{id}/cancel": {
@@ -238,11 +366,7 @@ def openapi_document(base_url: str) -> dict:
                 },
             },
             "/api/environments/{id}/log": {
-                "parameters": [
-                    *_ENV_ID,
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"},
-                     "description": "Resume after this line (server-sent events)"},
-                ],
+                "parameters": [*_ENV_ID, _LAST_EVENT_ID],
                 "get": {
                     "summary": "Build log of the latest build",
                     "description": (
@@ -250,48 +374,47 @@ def openapi_document(base_url: str) -> dict:
                         "event per line (id = line number), 'status' events while it runs, and "
                         "an 'end' event with the final status."
                     ),
-                    "responses": {
-                        "200": {
-                            "description": "The log",
-                            "content": {"text/plain": {}, "text/event-stream": {}},
-                        },
-                        **_ERRORS,
-                    },
+                    "responses": _LOG,
                 },
             },
             "/api/servers": {
                 "get": {
                     "summary": "Your hub servers, with the environment each runs on",
-                    "responses": {"200": _resp("Servers", {"type": "array", "items": {"type": "object"}}), "403": _ERRORS["403"]},
+                    "responses": {"200": _resp("Servers", _array({"$ref": "#/components/schemas/Server"})),
+                                  "403": _ERRORS["403"]},
                 },
                 "post": {
                     "summary": "Start a named server on one of your ready environments",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["name", "environment"],
                         "properties": {"name": {"type": "string"}, "environment": {"type": "integer"}}}}}},
-                    "responses": {"202": _resp("Starting"), "400": _resp("Bad name", _ERROR),
-                                  "404": _ERRORS["404"], "409": _resp("Environment not ready", _ERROR)},
+                    "responses": {"202": _resp("Starting", {"type": "object", "properties": {
+                                      "name": _STR, "started": _BOOL, "url": _STR}}),
+                                  "400": _resp("Bad name", _ERROR), **_ERRORS,
+                                  "409": _resp("Environment not ready", _ERROR)},
                 },
             },
             "/api/servers/{name}": {
-                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}},
                                {"name": "remove", "in": "query", "schema": {"type": "boolean"},
                                 "description": "delete the named server, not only stop it"}],
                 "delete": {"summary": "Stop (or delete) one of your servers",
-                           "responses": {"204": _resp("Stopped"), "404": _resp("No such server", _ERROR)}},
+                           "responses": {"204": _resp("Stopped"), **_BAD, "403": _ERRORS["403"],
+                                         "404": _resp("No such server", _ERROR)}},
             },
             "/api/spawner/environments": {
                 "get": {
                     "summary": "For the hub's spawner (the service's own token): a user's ready environments",
                     "parameters": [{"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": _resp("Environments"), "403": _ERRORS["403"]},
+                    "responses": {"200": _resp("Environments", _array(_ENV)), **_BAD, "403": _ERRORS["403"]},
                 }
             },
             "/api/spawner/environments/{id}": {
                 "parameters": [*_ENV_ID, {"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}],
                 "get": {
                     "summary": "For the hub's spawner: what a server on this environment runs (venv or image, limits)",
-                    "responses": {"200": _resp("Spawn spec"), "403": _ERRORS["403"], "404": _ERRORS["404"],
+                    "responses": {"200": _resp("Spawn spec", _OBJ), **_BAD, **_ERRORS,
                                   "409": _resp("Not ready", _ERROR)},
                 },
             },
@@ -299,7 +422,7 @@ def openapi_document(base_url: str) -> dict:
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (custom:neurolibre:admin unless configured open)",
-                    "responses": {"200": _resp("Metrics", None), "403": _ERRORS["403"]},
+                    "responses": {"200": _resp("Metrics", _STR, "text/plain"), "403": _ERRORS["403"]},
                 }
             },
         },

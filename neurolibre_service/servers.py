@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Any
 from urllib.parse import quote, urlencode
+
+import httpx
 
 from .db import Environment
 from .environments.manager import EnvironmentManager
@@ -99,6 +102,33 @@ class Servers:
             if e.status == 404:
                 raise NotFound(f"You have no server named {name!r}.") from None
             raise UserError(f"The hub refused: {e}", e.status) from None
+
+    async def stop_on_environment(self, env: Environment) -> dict[str, Any]:
+        """Stop and remove the owner's servers on an environment being deleted: its runtime may
+        be removed next, and no server may keep pointing at an environment that is gone.
+
+        Only the owner's servers can run on it (the spawner asks for the owner's environment).
+        """
+        stopped: list[str] = []
+        not_stopped: list[dict[str, str]] = []
+        try:
+            # stopped ones too: they would start again on an environment that is gone
+            servers = (await self.hub.user(env.owner, include_stopped=True)).get("servers") or {}
+        except (HubAPIError, httpx.HTTPError) as e:
+            not_stopped.append({"name": "*", "reason": f"The hub could not list them: {e}"})
+            servers = {}
+        for name, s in sorted(servers.items()):
+            if str((s.get("user_options") or {}).get("environment")) != str(env.id):
+                continue
+            try:
+                await self.hub.stop_server(env.owner, name, remove=True)
+            except (HubAPIError, httpx.HTTPError) as e:
+                log.warning("server %r of %s on deleted environment %d: %s",
+                            name, env.owner, env.id, e)  # fmt: skip
+                not_stopped.append({"name": name, "reason": str(e) or type(e).__name__})
+            else:
+                stopped.append(name)
+        return {"servers_stopped": stopped, "servers_not_stopped": not_stopped}
 
     async def launch(self, user: str, name: str, env_id: int, path: str = "") -> str:
         """Where a direct link sends the user: the running server, or its progress page."""

@@ -83,7 +83,9 @@ async def test_an_admin_may_act_on_anyones_environment(hub, repos_root):
     async with hub.token_client("dave") as dave, hub.token_client("admin") as admin:
         env, _ = await build(dave, "daves-env", repo)
         r = await admin.delete(f"environments/{env['id']}")
-        assert r.status_code == 204
+        assert r.status_code == 200
+        assert r.json() == {"id": env["id"], "deleted": True, "servers_stopped": [],
+                            "servers_not_stopped": []}  # fmt: skip
         assert (await dave.get(f"environments/{env['id']}")).status_code == 404
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 
+from .base import AllowOn405
 from .environments import (
     BuilderAPI,
     EnvironmentActionAPI,
@@ -32,16 +33,20 @@ from .preview import PreviewHandler
 from .servers import ServerAPI, ServersAPI, ServersPage, SpawnerAPI
 
 
-class AddSlash(web.RequestHandler):
+class AddSlash(AllowOn405, web.RequestHandler):
     @web.addslash
     def get(self, *args) -> None:
         pass
 
 
+class OAuthCallback(AllowOn405, HubOAuthCallbackHandler):
+    pass
+
+
 def routes(prefix: str) -> list[tuple[str, type]]:
     table = [
         (r"", RootRedirect),
-        (r"oauth_callback", HubOAuthCallbackHandler),
+        (r"oauth_callback", OAuthCallback),
         (r"environments", EnvironmentsPage),
         (r"api/health", HealthAPI),
         (r"api/builder", BuilderAPI),

@@ -11,13 +11,43 @@ from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
 from tornado import web
 
 from .. import ADMIN_SCOPE
-from ..errors import UserError
+from ..errors import NotFound, UserError
 
 if TYPE_CHECKING:
     from ..app import NeuroLibre
 
+#: ids are SQL `integer` columns, 32-bit on PostgreSQL: a larger number names nothing, and must
+#: not reach the drivers (asyncpg refuses it past 32 bits, SQLite with OverflowError past 64)
+MAX_ID = 2**31 - 1
 
-class BaseHandler(HubOAuthenticated, web.RequestHandler):
+
+def row_id(raw: str, what: str) -> int:
+    """The id in a URL (a route's digits): a number that can name a row, else "No {what} N."."""
+    # only 0-9: isdigit() and int() also take other scripts' digits ("\u0661" is 1)
+    if raw.isascii() and raw.isdigit() and int(raw) <= MAX_ID:
+        return int(raw)
+    raise NotFound(f"No {what} {raw}.")
+
+
+def allowed_methods(handler: type[web.RequestHandler]) -> list[str]:
+    """The HTTP methods a handler class implements (tornado's defaults answer 405)."""
+    return [m for m in handler.SUPPORTED_METHODS
+            if getattr(handler, m.lower()) is not getattr(web.RequestHandler, m.lower())]  # fmt: skip
+
+
+class AllowOn405:
+    """A 405 answer says which methods the resource has (RFC 9110 requires Allow)."""
+
+    def set_allow(self, status_code: int) -> None:
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow(status_code)
+        super().write_error(status_code, **kwargs)
+
+
+class BaseHandler(AllowOn405, HubOAuthenticated, web.RequestHandler):
     #: handlers that anyone may call (health, openapi) skip the hub look-up
     public = False
 
@@ -26,6 +56,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return self.settings["neurolibre"]
 
     async def prepare(self) -> None:
+        self.check_path_args()
         self._forbidden = None
         self._hub_auth_user_cache = None
         if self.public:
@@ -38,6 +69,19 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 self._hub_auth_user_cache = self.check_hub_user(model)
             except UserNotAllowed:
                 self._forbidden = model.get("name")
+
+    def check_path_args(self) -> None:
+        # a NUL reaching a file system call raises ValueError (a 500): refuse it up front
+        if any("\x00" in arg for arg in self.path_args if arg):
+            raise web.HTTPError(400, "The URL contains a NUL character (%00).")
+
+    def require_login(self) -> bool:
+        """@web.authenticated for part of a handler method: False once an anonymous reader was
+        sent to the login page (or refused, for writes)."""
+        if self.current_user:
+            return True
+        web.authenticated(lambda _handler: None)(self)
+        return False
 
     @property
     def user_name(self) -> str:
@@ -77,6 +121,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         super()._handle_request_exception(e)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = _message(status_code, exc)
         self.render_template("error.html", status_code=status_code, message=message)
@@ -116,6 +161,9 @@ class APIHandler(BaseHandler):
                 raise UserError("The request body is not valid JSON.") from None
             if not isinstance(data, dict):
                 raise UserError("The request body must be a JSON object.")
+            if _has_nul(data):
+                # PostgreSQL text cannot hold it, and no name, URL or address contains one
+                raise UserError("The request body contains a NUL character (\\u0000).")
             return data
         return {k: self.get_body_argument(k) for k in self.request.body_arguments}
 
@@ -133,6 +181,7 @@ class APIHandler(BaseHandler):
         self.write_json(items)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_allow(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"status": status_code, "message": _message(status_code, exc)}))
@@ -149,9 +198,19 @@ def page_args(handler: web.RequestHandler) -> tuple[int, int]:
         offset = int(handler.get_argument("offset", "0"))
     except ValueError:
         raise UserError("limit and offset must be whole numbers.") from None
-    if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
-        raise UserError(f"limit must be 1-{MAX_PAGE_SIZE} and offset 0 or more.")
+    if not 1 <= limit <= MAX_PAGE_SIZE or not 0 <= offset <= MAX_ID:
+        raise UserError(f"limit must be 1-{MAX_PAGE_SIZE} and offset 0-{MAX_ID}.")
     return limit, offset
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _message(status_code: int, exc: BaseException | None) -> str:
@@ -163,3 +222,20 @@ def _message(status_code: int, exc: BaseException | None) -> str:
         return HTTPStatus(status_code).phrase
     except ValueError:
         return "Error"
+
+
+class UnknownPath(APIHandler):
+    """What no route matches (tornado's default_handler_class): a 404 for any method, in JSON
+    under api/ (like every API error), else the error page."""
+
+    public = True
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise web.HTTPError(404, "Nothing here; api/openapi.json lists the API's paths.")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self.request.path.startswith(f"{self.nl.base_url}api/"):
+            super().write_error(status_code, **kwargs)
+        else:
+            BaseHandler.write_error(self, status_code, **kwargs)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tornado import web
 
-from .base import APIHandler, BaseHandler, page_args
+from .base import APIHandler, BaseHandler, page_args, row_id
 
 
 async def builder_health(handler: BaseHandler) -> dict[str, Any]:
@@ -67,24 +67,29 @@ class EnvironmentsAPI(APIHandler):
 class EnvironmentAPI(APIHandler):
     async def get(self, env_id: str) -> None:
         user = self.require_user()
-        env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
+        ident = row_id(env_id, "environment")
+        env, job = await self.nl.environments.get(ident, user["name"], self.is_admin)
         self.write_json(self.nl.environments.to_dict(env, job))
 
     async def delete(self, env_id: str) -> None:
+        """Delete it, and stop (and remove) the servers running on it; the answer names them."""
         user = self.require_user()
-        await self.nl.environments.delete(int(env_id), user["name"], self.is_admin)
-        self.set_status(204)
-        self.finish()
+        ident = row_id(env_id, "environment")
+        servers = await self.nl.environments.delete(
+            ident, user["name"], self.is_admin, stop_servers=self.nl.servers.stop_on_environment
+        )
+        self.write_json({"id": ident, "deleted": True, **servers})
 
 
 class EnvironmentActionAPI(APIHandler):
     async def post(self, env_id: str, action: str) -> None:
         user = self.require_user()
         envs = self.nl.environments
+        ident = row_id(env_id, "environment")
         if action == "rebuild":
-            self.write_json(await envs.rebuild(int(env_id), user["name"], self.is_admin), 202)
+            self.write_json(await envs.rebuild(ident, user["name"], self.is_admin), 202)
         else:
-            self.write_json(await envs.cancel(int(env_id), user["name"], self.is_admin))
+            self.write_json(await envs.cancel(ident, user["name"], self.is_admin))
 
 
 class BuilderAPI(APIHandler):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tornado.iostream import StreamClosedError
 
-from ..errors import NotFound
+from ..errors import NotFound, UserError
 from ..logs import LogEnd, LogLine, LogStatus
 from ..preprints import stage_log_key
-from .base import APIHandler
+from .base import APIHandler, row_id
 
 KEEPALIVE_SECONDS = 15.0
 TEXT_CHUNK = 256 * 1024
@@ -24,6 +24,7 @@ class LogAPI(APIHandler):
     async def send_log(self, key: str, finished: str | None) -> None:
         accept = self.request.headers.get("Accept", "")
         if "text/event-stream" not in accept:
+            self._last_event_id()  # unused here, but a bad one is refused the same
             await self.send_text(self.nl.logs.path(key))
             return
         await self.stream(key, finished)
@@ -55,11 +56,13 @@ class LogAPI(APIHandler):
             self.finish()
 
     def _last_event_id(self) -> int:
-        raw = self.request.headers.get("Last-Event-ID") or self.get_argument("last_event_id", "0")
-        try:
-            return max(0, int(raw))
-        except ValueError:
-            return 0
+        raw = self.request.headers.get("Last-Event-ID")
+        if raw is None:  # EventSource sends it only when it has one: an empty one is bad too
+            raw = self.get_argument("last_event_id", "0")
+        raw = raw.strip()
+        if not (raw.isascii() and raw.isdigit()):
+            raise UserError(f"Last-Event-ID must be a line number, not {raw[:40]!r}.")
+        return int(raw)
 
     def on_connection_close(self) -> None:
         self._closed = True
@@ -69,12 +72,13 @@ class LogAPI(APIHandler):
 
     async def stream(self, key: str, finished: str | None) -> None:
         self._closed = False
+        after = self._last_event_id()  # a 400 for a bad one, before anything is counted or sent
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         gauge = self.nl.metrics.log_subscribers
         gauge.inc()
-        events = self.nl.logs.follow(key, self._last_event_id(), finished)
+        events = self.nl.logs.follow(key, after, finished)
         try:
             # tell the client how soon to reconnect if the connection drops
             self.write("retry: 2000\n\n")
@@ -115,7 +119,8 @@ class LogAPI(APIHandler):
 class EnvironmentLogAPI(LogAPI):
     async def get(self, env_id: str) -> None:
         user = self.require_user()
-        _env, job = await self.nl.environments.get(int(env_id), user["name"], self.is_admin)
+        ident = row_id(env_id, "environment")
+        _env, job = await self.nl.environments.get(ident, user["name"], self.is_admin)
         if job is None:
             raise NotFound("This environment has no build yet.")
         await self.send_log(self.nl.queue.log_key(job.id),
@@ -127,7 +132,8 @@ class BuildLogAPI(LogAPI):
 
     async def get(self, build_id: str, stage: str) -> None:
         user = self.require_user()
-        _p, b = await self.nl.preprints.get_build(int(build_id), user["name"], self.is_admin)
+        ident = row_id(build_id, "build")
+        _p, b = await self.nl.preprints.get_build(ident, user["name"], self.is_admin)
         state = b.stages.get(stage, "pending") if stage != "main" else None
         finished = None
         if b.job.status.finished:

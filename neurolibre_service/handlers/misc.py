@@ -5,8 +5,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from .. import __version__
-from ..openapi import openapi_document
+from .. import __version__, openapi  # the module: openapi.py imports handlers.base
 from .base import APIHandler, BaseHandler
 
 
@@ -41,7 +40,7 @@ class OpenAPIHandler(APIHandler):
     public = True
 
     def get(self) -> None:
-        self.write_json(openapi_document(self.nl.base_url))
+        self.write_json(openapi.openapi_document(self.nl.base_url))
 
 
 class MetricsHandler(APIHandler):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tornado import web
 
-from .base import APIHandler, BaseHandler, page_args
+from .base import APIHandler, BaseHandler, page_args, row_id
 
 
 class PreprintsPage(BaseHandler):
@@ -32,7 +32,7 @@ class PreprintPage(BaseHandler):
     @web.authenticated
     async def get(self, preprint_id: str) -> None:
         pm = self.nl.preprints
-        p, builds = await pm.get(int(preprint_id), self.user_name, self.is_admin)
+        p, builds = await pm.get(row_id(preprint_id, "preprint"), self.user_name, self.is_admin)
         self.render_template("preprint.html", preprint=pm.to_dict(p, builds=builds))
 
 
@@ -64,12 +64,13 @@ class PreprintAPI(APIHandler):
     async def get(self, preprint_id: str) -> None:
         user = self.require_user()
         pm = self.nl.preprints
-        p, builds = await pm.get(int(preprint_id), user["name"], self.is_admin)
+        p, builds = await pm.get(row_id(preprint_id, "preprint"), user["name"], self.is_admin)
         self.write_json(pm.to_dict(p, builds=builds))
 
     async def delete(self, preprint_id: str) -> None:
         user = self.require_user()
-        await self.nl.preprints.delete(int(preprint_id), user["name"], self.is_admin)
+        ident = row_id(preprint_id, "preprint")
+        await self.nl.preprints.delete(ident, user["name"], self.is_admin)
         self.set_status(204)
         self.finish()
 
@@ -79,7 +80,7 @@ class PreprintBuildsAPI(APIHandler):
         """A new build of the preprint's repository at its ref (resolved again)."""
         user = self.require_user()
         pm = self.nl.preprints
-        p, b = await pm.rebuild(int(preprint_id), user["name"], self.is_admin)
+        p, b = await pm.rebuild(row_id(preprint_id, "preprint"), user["name"], self.is_admin)
         self.set_header("Location", f"{self.nl.base_url}api/builds/{b.id}")
         self.write_json(pm.build_dict(b, p), status=201)
 
@@ -88,7 +89,7 @@ class BuildAPI(APIHandler):
     async def get(self, build_id: str) -> None:
         user = self.require_user()
         pm = self.nl.preprints
-        p, b = await pm.get_build(int(build_id), user["name"], self.is_admin)
+        p, b = await pm.get_build(row_id(build_id, "build"), user["name"], self.is_admin)
         self.write_json(pm.build_dict(b, p))
 
 
@@ -96,8 +97,9 @@ class BuildCancelAPI(APIHandler):
     async def post(self, build_id: str) -> None:
         user = self.require_user()
         pm = self.nl.preprints
-        await pm.cancel(int(build_id), user["name"], self.is_admin)
-        p, b = await pm.get_build(int(build_id), user["name"], self.is_admin)
+        ident = row_id(build_id, "build")
+        await pm.cancel(ident, user["name"], self.is_admin)
+        p, b = await pm.get_build(ident, user["name"], self.is_admin)
         self.write_json(pm.build_dict(b, p))
 
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from tornado import web
 
 from ..errors import NotFound
-from .base import BaseHandler
+from .base import BaseHandler, row_id
 
 # an opaque origin: scripts run, but cannot read the hub's cookies or call it as the reader
 PREVIEW_CSP = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-forms"
@@ -66,16 +66,20 @@ class PreviewHandler(BaseHandler, web.StaticFileHandler):
         if self.path_args[2] is None:
             await BaseHandler.prepare(self)
         else:
+            self.check_path_args()
             self._forbidden = None  # the signed URL is the authorisation, no cookie involved
             self._hub_auth_user_cache = None
 
     async def get(self, kind: str, ident: str, token: str | None, path: str,
                   include_body: bool = True) -> None:  # fmt: skip
         signer: PreviewSigner = self.nl.preview_signer
+        what = kind.removesuffix("s")  # "preprint" or "build"
         if token is None:
-            await self._sign_and_redirect(kind, int(ident), path)
+            if self.require_login():  # anonymous readers go to the login page, as for any page
+                await self._sign_and_redirect(kind, row_id(ident, what), path)
             return
-        who = signer.verify(kind, int(ident), token)
+        number = row_id(ident, what)
+        who = signer.verify(kind, number, token)
         if who is None:
             # forged or expired: start again from the unsigned URL, which checks the login
             self.redirect(f"{self.nl.base_url}{kind}/{ident}/preview/{quote(path)}")
@@ -83,17 +87,16 @@ class PreviewHandler(BaseHandler, web.StaticFileHandler):
         user, admin = who
         pm = self.nl.preprints
         if kind == "builds":
-            _p, b = await pm.get_build(int(ident), user, admin)
+            _p, b = await pm.get_build(number, user, admin)
             if b.job.status.value != "succeeded":
                 raise NotFound(f"Build {b.id} has no preview: it {b.job.status.value}.")
         else:
-            b = await pm.latest_preview(int(ident), user, admin)
+            b = await pm.latest_preview(number, user, admin)
         self.root = os.path.realpath(pm.html_dir(b.id))
         # the stable URL changes with each build: revalidate; a build's own files never change
         self._cache = "private, no-cache" if kind == "preprints" else "private, max-age=3600"
         await web.StaticFileHandler.get(self, path, include_body)
 
-    @web.authenticated
     async def _sign_and_redirect(self, kind: str, ident: int, path: str) -> None:
         pm = self.nl.preprints
         # the reader must be allowed to see it now; NotFound otherwise

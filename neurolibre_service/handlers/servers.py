@@ -8,13 +8,15 @@ import os
 from tornado import web
 
 from ..errors import UserError
-from .base import APIHandler, BaseHandler
+from .base import APIHandler, BaseHandler, row_id
 
 
 def _env_id(raw: str | None) -> int:
-    if raw is None or not raw.strip().isdigit():
+    """An environment's number from a form, a link or a JSON body."""
+    digits = (raw or "").strip()
+    if not (digits.isascii() and digits.isdigit()):
         raise UserError(f"Unknown environment {raw!r}: give an environment's number.")
-    return int(raw)
+    return row_id(digits, "environment")
 
 
 class ServersPage(BaseHandler):
@@ -80,7 +82,7 @@ class SpawnerAPI(APIHandler):
         if env_id is None:
             self.write_json(await self.nl.servers.ready_environments(user))
             return
-        env, info = await self.nl.servers.ready_environment(int(env_id), user)
+        env, info = await self.nl.servers.ready_environment(row_id(env_id, "environment"), user)
         self.write_json({
             "id": env.id, "name": env.name, "owner": env.owner,
             "backend": env.runtime.backend, "location": env.runtime.location,
