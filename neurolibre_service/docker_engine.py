@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,18 @@ RUNTIME_KEY_LABEL = LABEL_PREFIX + "runtime-key"
 
 class EngineUnavailable(RuntimeError):
     """The Docker engine does not answer; the message says where it was looked for."""
+
+
+class RegistryAuthError(RuntimeError):
+    """The engine answers, but the image's registry wants a login it was not given (or
+    refused the one it was): whether the image is there cannot be told."""
+
+
+# how an engine passes on a registry's refusal: 401 "unauthorized: authentication required"
+# for a wrong login, a 500 "... no basic auth credentials" for none, "denied" from some
+_REGISTRY_REFUSED = re.compile(
+    r"no basic auth credentials|unauthori[sz]ed|authentication required|denied", re.IGNORECASE
+)
 
 
 def default_host() -> str:
@@ -121,16 +134,28 @@ def _auth_header(name: str, auth: dict[str, str] | None) -> dict[str, str]:
 
 
 async def in_registry(client: aiodocker.Docker, name: str, auth: dict[str, str] | None) -> bool:
-    """Does the image's registry have it? (The engine asks the registry: no pull.)"""
-    if registry_host(name) is None:
+    """Does the image's registry have it? (The engine asks the registry: no pull.)
+
+    RegistryAuthError when the registry wants a login (none given, or refused): that is not
+    "absent", and not an engine that is down (EngineUnavailable); other DockerErrors (e.g.
+    the registry does not answer the engine) are raised as they are."""
+    host = registry_host(name)
+    if host is None:
         return False  # a bare name: on an engine or nowhere (never looked for on Docker Hub)
     # aiodocker has no call for the engine's /distribution endpoint: its generic query
     try:
         await client._query_json(f"distribution/{name}/json", headers=_auth_header(name, auth))
         return True
     except DockerError as e:
-        if e.status in (401, 403, 404):
+        if e.status == 404:
             return False
+        if e.status in (401, 403) or _REGISTRY_REFUSED.search(str(e.message)):
+            user = (auth or {}).get("username")
+            how = f"refused the login as {user}" if user else "needs a login, and none is set"
+            raise RegistryAuthError(
+                f"The registry {host} {how}, so whether it has {name} cannot be told "
+                f"(the engine said: {e.message})."
+            ) from None
         raise
 
 

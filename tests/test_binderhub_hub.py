@@ -16,6 +16,8 @@ import json
 import httpx
 import pytest
 
+from neurolibre_service import docker_engine as de
+
 from .conftest import follow_log
 from .support.dataserver import DataServer, tar_gz_bytes
 from .support.docker import Registry
@@ -103,6 +105,7 @@ async def test_a_preprint_builds_on_a_binderhub_image_and_a_direct_link_opens_a_
             assert f"Image built by BinderHub: {image}" in env_log
             # BinderHub's log streamed into the environment log; the token never did
             assert "Step 1/" in env_log or "FROM neurolibre-test-base" in env_log
+            assert "" not in env_log.splitlines()  # Docker's lone "\n" events are dropped
             assert request.headers["Authorization"].removeprefix("Bearer ") not in env_log
             # the engine did not have the image: the book runner pulled it with the login
             assert f"Pulling {image} from its registry as {REGISTRY_USER}" in book_log
@@ -143,6 +146,17 @@ async def test_a_preprint_builds_on_a_binderhub_image_and_a_direct_link_opens_a_
         # 4. the direct link: DockerSpawner pulls the image (gone from the engine) with the
         # login, and the server runs on it with the dataset read-only
         engine.docker("rmi", "-f", image)
+        # what the real engine says when the registry wants a login (support/fake_engine.py
+        # answers the same in test_binderhub.py): not "absent", not "engine down"
+        async with de.engine(host) as client:
+            with pytest.raises(de.RegistryAuthError, match="needs a login, and none is set"):
+                await de.in_registry(client, image, None)
+            wrong = {"username": REGISTRY_USER, "password": "not-the-password"}
+            with pytest.raises(de.RegistryAuthError, match=f"refused the login as {REGISTRY_USER}"):
+                await de.in_registry(client, image, wrong)
+            right = {"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}
+            assert await de.in_registry(client, image, right)
+            assert not await de.in_registry(client, image.rpartition(":")[0] + ":nope", right)
         async with hub.token_client("alice") as alice:
             # the registry still has it (the engine asks it, with the login): still reused
             r = await alice.post(f"environments/{env_id}/rebuild")

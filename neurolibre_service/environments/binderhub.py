@@ -4,14 +4,21 @@ The client follows BinderHub's protocol (README, "The BinderHub backend"): one
 `GET {binderhub_url}build/{provider}/{spec}?build_only=true` answered by a server-sent event
 stream whose events carry the build log; `ready` gives the image's name. Its awkward parts:
 
-- errors are events, not HTTP statuses, and after `failure`/`failed` BinderHub keeps the
-  stream open with keep-alives: the client treats them as terminal and hangs up itself;
-- phases may be capitalised, missing, unknown; events may lack a message;
-- without a token BinderHub rate-limits (429 as an event); a wrong token is a 403 event; a
-  BinderHub without API-only mode refuses `build_only` with a 400 event;
-- a connection can drop mid-build: a new request re-attaches to the same build, so the
-  client reconnects (with back-off) for dropped connections and 5xx answers, never for a
-  build that failed.
+- errors are events, not HTTP statuses: a refusal (403, 429, an unknown provider, a ref that
+  does not resolve, `build_only` without API-only mode) is one `failed` event, then BinderHub
+  closes the stream; a failed build is repo2docker's `failed` event with the reason, then a bare
+  `failed`, then keep-alives forever: the client treats `failure`/`failed` as terminal and
+  hangs up itself;
+- a cache hit is a single `ready` event; events may lack a phase or a message; Docker's "Step"
+  lines come without their newline, which follows as an event of its own (dropped here);
+- without a token BinderHub rate-limits per address (429 as an event); a BinderHub without
+  auth ignores a token, so a token does not lift its limit;
+- behind a JupyterHub, a wrong `binderhub_url` is a 302 to the hub's pages, not a 404;
+- a connection can drop mid-build: the client reconnects (with back-off) for dropped
+  connections and 5xx answers, never for a build that failed. A new request does not join the
+  build it left: BinderHub's local executor starts the build again (Docker's layer cache makes
+  the repeat quicker); a Kubernetes BinderHub re-attaches to a build still running.
+(support/binderhub-transcripts/ in the tests holds what a real BinderHub sent.)
 
 The BinderHub fetches the repository itself, at the commit being built: the runtime key
 still hashes only the runtime files, so one image serves every commit with the same runtime
@@ -51,6 +58,10 @@ DONE = frozenset({"ready", "built"})
 STAGES = {"waiting": "waiting for BinderHub", "fetching": "BinderHub fetching the repository",
           "building": "BinderHub building the image", "pushing": "BinderHub pushing the image"}  # fmt: skip
 RETRY_AFTER = re.compile(r"(\d+)\s*seconds?")
+# Docker's bookkeeping lines, left out of the last lines a failure quotes
+NOISE = (" ---> ", "Removing intermediate container")
+WRONG_URL = ("check c.BinderHubBuilder.binderhub_url (a BinderHub run as a hub service is at "
+             "https://HUB/services/binder/).")  # fmt: skip
 
 
 class BinderHubError(Exception):
@@ -185,8 +196,12 @@ class BinderHubClient:
                     raise
                 delay = self.backoff * 2**attempt
                 attempt += 1
+                # a new request is a new build on BinderHub's local executor (its log starts
+                # over); only a Kubernetes BinderHub re-attaches to the build still running
                 say(f"!! {e} Reconnecting in {delay:g} s (attempt {attempt + 1} of "
-                    f"{self.retries + 1}); BinderHub re-attaches to the same build.")  # fmt: skip
+                    f"{self.retries + 1}): BinderHub starts the build again (Docker's cache "
+                    "makes the steps already done quick; a BinderHub on Kubernetes rejoins the "
+                    "running build), so its log may repeat.")  # fmt: skip
                 await asyncio.sleep(delay)
 
     async def _stream(self, url: str, outcome: BuildOutcome, say: Callable[[str], None],
@@ -208,16 +223,22 @@ class BinderHubClient:
                         )
 
                 phase = ""
+                recent: list[str] = []  # the last few lines, quoted if the build fails
                 async for event in events(r, keepalive):
                     last_event = time.monotonic()
-                    if event.message:
-                        say(event.message.rstrip("\n"))
+                    # the stage's header before its first line
                     if event.phase and event.phase != phase and event.phase in STAGES:
                         phase = event.phase
                         await on_phase(STAGES[phase])
+                    text = event.message.rstrip("\n")
+                    # Docker's "Step" lines come without a newline, which then comes alone
+                    if text.strip():
+                        say(text)
                     if event.phase in FAILED:
                         # BinderHub never closes a failed stream: leaving this block hangs up
-                        raise BinderHubError(_failure(event))
+                        raise BinderHubError(_failure(event, bool(self.token), recent))
+                    if text.strip() and not text.startswith(NOISE):
+                        recent = [*recent[-2:], text.strip()[:300]]
                     if event.phase in DONE:
                         image = event.data.get("imageName")
                         if not isinstance(image, str) or not image:
@@ -250,10 +271,15 @@ class BinderHubClient:
                 f"{r.status_code}: check the token (c.BinderHubBuilder.token)."
             )
         if r.status_code == 404:
+            raise BinderHubError(f"There is no BinderHub build API at {self.url} (HTTP 404): "
+                                 + WRONG_URL)  # fmt: skip
+        if r.is_redirect:
+            # a JupyterHub in front sends paths it has no service for to its own pages
+            where = r.headers.get("location", "")[:200]
             raise BinderHubError(
-                f"There is no BinderHub build API at {self.url} (HTTP 404): check "
-                "c.BinderHubBuilder.binderhub_url (a BinderHub run as a hub service is at "
-                "https://HUB/services/binder/)."
+                f"There is no BinderHub build API at {self.url}: it redirects (HTTP "
+                f"{r.status_code}) to {where or 'elsewhere'}, as a JupyterHub does for a "
+                "service it does not have. " + WRONG_URL[0].upper() + WRONG_URL[1:]
             )
         if r.status_code != 200:
             raise BinderHubError(f"BinderHub refused the request with HTTP {r.status_code}.")
@@ -265,26 +291,45 @@ class BinderHubClient:
             )
 
 
-def _failure(event: Event) -> str:
+def _failure(event: Event, token_sent: bool, recent: list[str]) -> str:
     """A specific message for each way BinderHub refuses or fails a build."""
     said = event.message.strip()
     code = event.data.get("status_code")
     if code == 429:
         m = RETRY_AFTER.search(said)
         later = f" in {m.group(1)} s" if m else " later"
-        return (f"BinderHub's rate limit stopped the build ({said or '429'}). Try again{later}, "
-                "or give the service a token (c.BinderHubBuilder.token): authenticated "
-                "requests are not rate-limited.")  # fmt: skip
+        if token_sent:
+            # BinderHub lifts its limit only for users of a hub it authenticates with
+            how = ("The token did not lift the limit: this BinderHub does not authenticate "
+                   "(c.BinderHub.auth_enabled is off), so it limits each address. Its operator "
+                   "can raise c.RateLimiter.limit, or turn on auth_enabled.")  # fmt: skip
+        else:
+            how = ("Or give the service a token (c.BinderHubBuilder.token) for a BinderHub "
+                   "with auth_enabled: requests it authenticates are not rate-limited.")  # fmt: skip
+        return (
+            f"BinderHub's rate limit stopped the build ({said or '429'}). Try again{later}. {how}"
+        )
     if code == 403:
-        return ("BinderHub refused the token (403 Forbidden). It needs a JupyterHub token "
-                "with the scope access:services!service=binder (see the README).")  # fmt: skip
+        scope = "access:services!service=binder"
+        if not token_sent:
+            return (f"BinderHub requires a token (403 {said or 'Forbidden'}): give the service "
+                    f"a JupyterHub token with the scope {scope} (c.BinderHubBuilder.token, or "
+                    "NEUROLIBRE_BINDERHUB_TOKEN).")  # fmt: skip
+        if said.lower() in ("", "forbidden"):
+            return (f"BinderHub refused the token (403 Forbidden): it is not a token of the "
+                    f"BinderHub's JupyterHub, or it has expired. It needs a JupyterHub token "
+                    f"with the scope {scope} (see the README).")  # fmt: skip
+        # JupyterHub's own reason, e.g. "service neurolibre is not allowed." (no scope)
+        return (f"BinderHub refused the token (403): {said} The token's owner needs the scope "
+                f"{scope} on the BinderHub's JupyterHub (see the README).")  # fmt: skip
     if code == 400 and "not permitted" in said:
         return ("This BinderHub does not build without launching: its operator must set "
                 "c.BinderHub.enable_api_only_mode = True. BinderHub said: " + said)  # fmt: skip
+    last = f" Its last lines: {' | '.join(recent)}" if recent else ""
     if said:
-        return f"BinderHub's build failed: {said}"
-    return ("BinderHub's build failed without saying why (its log above shows the last steps)."
-            if event.phase else "BinderHub's build failed.")  # fmt: skip
+        return f"BinderHub's build failed: {said}{'.' if said[-1:].isalnum() else ''}{last}"
+    return (f"BinderHub's build failed without saying why.{last}" if last
+            else "BinderHub's build failed without saying why.")  # fmt: skip
 
 
 def _why(e: Exception) -> str:
@@ -397,16 +442,29 @@ class BinderHubBuilder(Builder):
         return await self.client().health()
 
     async def exists(self, location: str) -> bool:
-        """On the engine, or in the registry (the engine asks it); unknown counts as there,
-        so an engine that is down at start does not make every environment 'missing'."""
+        """On the engine, or in the registry (the engine asks it). Unknown counts as there,
+        so an engine that is down, or a registry login that is missing, at start does not
+        make every environment 'missing' (and rebuilt, to no avail: the pull needs the same
+        engine and login). The operator's log says which of the two it is."""
         try:
             async with de.engine(self.docker_host) as client:
                 if await de.inspect_image(client, location) is not None:
                     return True
                 return await de.in_registry(client, location, self.registry_auth())
-        except (de.EngineUnavailable, de.DockerError) as e:
-            self.log.warning("Cannot tell whether image %s exists: %s", location, e)
-            return True
+        except de.RegistryAuthError as e:
+            self.log.warning(
+                "Cannot tell whether image %s exists: %s Books and servers pull it with this "
+                "login too: set or fix c.BinderHubBuilder.registry_username and its password "
+                "(NEUROLIBRE_REGISTRY_PASSWORD). Counted as there.", location, e,
+            )  # fmt: skip
+        except de.EngineUnavailable as e:
+            self.log.warning("Cannot tell whether image %s exists: %s Check "
+                             "c.BinderHubBuilder.docker_host. Counted as there.", location, e)  # fmt: skip
+        except de.DockerError as e:
+            self.log.warning("Cannot tell whether image %s exists: the engine at %s could not "
+                             "ask its registry (HTTP %s: %s). Counted as there.",
+                             location, self.docker_host, e.status, e.message)  # fmt: skip
+        return True
 
     async def remove(self, location: str) -> None:
         # BinderHub owns its registry; only the engine's copy is ours to drop
@@ -430,8 +488,10 @@ class BinderHubBuilder(Builder):
             prefix, spec = provider_spec(str(repository), str(commit), list(self.gitlab_hosts))
         except RuntimeError_ as e:
             raise JobFailed(str(e)) from None
+        # no "token:" in this line: the redactor takes "token: WORD" for a secret
         ctx.say(f"Asking the BinderHub at {self.binderhub_url} to build {prefix}/{spec} "
-                + ("(with a token)" if self.token else "(without a token: rate-limited)"))  # fmt: skip
+                + ("with a token." if self.token else
+                   "without a token, so BinderHub's rate limit applies."))  # fmt: skip
         started = time.monotonic()
         try:
             outcome = await self.client().build(prefix, spec, ctx.say, ctx.stage)
