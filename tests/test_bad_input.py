@@ -101,6 +101,15 @@ async def test_ids_no_row_can_have_are_not_found(hub, pattern):
                 assert r.status_code == (anonymous if "spawner" not in pattern else 403), url
 
 
+async def test_anonymous_callers_get_what_they_always_got(hub):
+    """The login page for pages, 403 for the API, answers for the public routes."""
+    async with client(hub) as anon:
+        for path, methods, expected in ROUTES.values():
+            for method in methods.split():
+                r = await anon.request(method, path.format(id=1))
+                assert r.status_code == expected, (method, path, r.status_code)
+
+
 @pytest.mark.parametrize("pattern", list(ROUTES))
 async def test_unknown_methods_are_405_with_allow(hub, pattern):
     path, methods, _ = ROUTES[pattern]
