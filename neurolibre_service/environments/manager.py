@@ -307,6 +307,8 @@ class EnvironmentManager:
             ctx.say(f"Runtime files ({runtime.label}): "
                     + (", ".join(sorted(runtime.files)) or "none, a default environment"))  # fmt: skip
             recipe = await self.builder.recipe(runtime)
+            if self.builder.per_owner:
+                recipe = {**recipe, "owner": ctx.owner}
         except RuntimeError_ as e:
             raise JobFailed(str(e)) from None
         key = runtime.digest(recipe)
