@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ STDERR_TAIL = 4000
 @dataclass
 class CheckResult:
     findings: list[Finding]
-    title: str | None = None  # paper.md's title, for the preprint's page
+    title: str | None = None  # the preprint's title (paper.md, or myst.yml's project:)
 
 
 class CheckRunner:
@@ -38,12 +39,17 @@ class CheckRunner:
 
     def __init__(self, sandbox: Sandbox | None = None, *, time_limit: float = 60.0,
                  max_file_size: int = MAX_FILE_SIZE, max_entries: int = MAX_ENTRIES,
-                 output_limit: int = OUTPUT_LIMIT):  # fmt: skip
+                 output_limit: int = OUTPUT_LIMIT, allowed_indexes: Sequence[str] = (),
+                 local_builder: bool = True):  # fmt: skip
+        """allowed_indexes and local_builder: see checks.Checker (the local builder's index
+        allow-list; whether its refusals of requirement lines apply)."""
         self.sandbox = sandbox
         self.time_limit = time_limit
         self.max_file_size = max_file_size
         self.max_entries = max_entries
         self.output_limit = output_limit
+        self.allowed_indexes = tuple(allowed_indexes)
+        self.local_builder = local_builder
 
     def argv(self, checkout: Path, repository_url: str | None) -> list[str]:
         # -I: the checkout (the child's cwd) is not on sys.path, so a yaml.py in it is not imported
@@ -51,6 +57,9 @@ class CheckRunner:
                 f"--max-file-size={self.max_file_size}", f"--max-entries={self.max_entries}"]  # fmt: skip
         if repository_url:
             argv.append(f"--url={repository_url}")
+        argv += [f"--allowed-index={url}" for url in self.allowed_indexes]
+        if not self.local_builder:
+            argv.append("--not-local-builder")
         if self.sandbox is not None:
             # the checkout read-only, and our own code: the interpreter, the virtual environment
             # and the package itself (never its parent, which may hold the hidden data directory)
@@ -138,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=None, help="the submitted repository URL")
     parser.add_argument("--max-file-size", type=int, default=MAX_FILE_SIZE)
     parser.add_argument("--max-entries", type=int, default=MAX_ENTRIES)
+    parser.add_argument("--allowed-index", action="append", default=[])
+    parser.add_argument("--not-local-builder", action="store_true")
     args = parser.parse_args(argv)
     checker = Checker(args.checkout, args.url, max_file_size=args.max_file_size,
-                      max_entries=args.max_entries)  # fmt: skip
+                      max_entries=args.max_entries, allowed_indexes=args.allowed_index,
+                      local_builder=not args.not_local_builder)  # fmt: skip
     findings = checker.run()
     report = {"findings": [asdict(f) for f in findings], "title": title_of(checker.front)}
     sys.stdout.write(json.dumps(report) + "\n")
