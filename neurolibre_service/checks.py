@@ -371,7 +371,7 @@ class Checker:
         for rel in ("content/myst.yml", "myst.yml"):
             if self.kind(rel) == "file":
                 return Book("myst", rel.removesuffix("myst.yml"), rel)
-        if any(self.kind(n) == "file" for n in ("_toc.yml", "_config.yml")):
+        if self.kind("_toc.yml") == "file":  # a root _config.yml alone may well be Jekyll's
             return Book("jupyter-book", "", "_config.yml")
         return Book(None, "content/" if self.kind("content") == "dir" else "")
 
@@ -544,7 +544,11 @@ class Checker:
         self.prose("paper.md", body, first_line, bare=True)
         if myst:
             meta = {**self.project, **(front or {})}
-            for key, example in (("title", "'Your title'"), ("authors", "\n    - name: Your Name")):
+            examples = (
+                ("title", "'Your title'"),
+                ("authors", "[{name: Your Name}] (one name per author)"),
+            )
+            for key, example in examples:
                 if not meta.get(key):
                     self.add(ERROR, self.book.config, f"The preprint has no {key}: neither "
                              f"{self.book.config}'s project: nor paper.md's front matter gives one.",

@@ -421,8 +421,8 @@ def test_a_myst_preprint_without_a_title_or_authors_is_told_where_to_add_them(tm
         ("myst.yml", "The preprint has no title: neither myst.yml's project: nor paper.md's "
          "front matter gives one.", "Add title: 'Your title' under project: in myst.yml."),
         ("myst.yml", "The preprint has no authors: neither myst.yml's project: nor paper.md's "
-         "front matter gives one.", "Add authors: \n    - name: Your Name under project: in "
-         "myst.yml."),
+         "front matter gives one.", "Add authors: [{name: Your Name}] (one name per author) "
+         "under project: in myst.yml."),
     ]  # fmt: skip
     # paper.md's front matter counts too (it is the page's metadata, over the project's)
     edit(
@@ -678,3 +678,14 @@ def test_myst_doi_citations_and_remote_bibliographies_are_not_looked_up_in_paper
     assert errors(repo) == []
     edit(repo, "paper.md", "and @10.55458", "and @Nobody2024 @10.55458")
     assert [f.message for f in errors(repo)] == ["Citation @Nobody2024 is not in paper.bib."]
+
+
+def test_a_root_config_yml_alone_is_not_taken_for_a_jupyter_book(preprint):
+    # GitHub Pages (Jekyll) keeps a _config.yml at the root: that is not a book there
+    shutil.rmtree(preprint / "content")
+    (preprint / "_config.yml").write_text("theme: minima\n")
+    assert [f.message for f in errors(preprint)] == [
+        "No book: content/_toc.yml and content/_config.yml (Jupyter Book) or a myst.yml (MyST) "
+        "are needed.",
+        "No executable content (a notebook or a MyST code cell).",
+    ]
