@@ -29,6 +29,7 @@ from .datasets import DatasetStore
 from .db import Database
 from .environments import BUILDERS, Builder
 from .environments.docker import memory_bytes
+from .environments.local import LocalBuilder
 from .environments.manager import EnvironmentManager
 from .handlers import routes
 from .handlers.base import UnknownPath
@@ -376,8 +377,12 @@ class NeuroLibre(Application):
             max_cpu=self.max_cpu_limit,
         )  # fmt: skip
         policy = self.environments.policy
+        # the check applies the local builder's refusals of requirement lines only when it builds
+        local = isinstance(self.builder_impl, LocalBuilder)
         checker = CheckRunner(sandbox, time_limit=self.check_time_limit,
-                              max_file_size=self.check_max_file_size)  # fmt: skip
+                              max_file_size=self.check_max_file_size,
+                              allowed_indexes=self.builder_impl.allowed_index_urls if local else (),
+                              local_builder=local)  # fmt: skip
         self.preprints = PreprintManager(self.db, self.queue, policy=policy,
                                          checkouts_dir=data / "checkouts",
                                          builds_dir=data / "builds",
