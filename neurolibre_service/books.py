@@ -770,12 +770,15 @@ class BookRunner(LoggingConfigurable):
         raise NotImplementedError
 
 
-# variables every book command gets, wherever it runs
+# variables every book command gets, wherever it runs. No MPLBACKEND: the kernel then picks
+# matplotlib's inline backend, which draws without a display and makes each figure an image
+# output (MPLBACKEND=Agg made plt.show() a no-op: every plot was lost). Builds stay headless:
+# nothing passes DISPLAY, so matplotlib outside a kernel falls back to Agg by itself; its
+# settings and font cache go to the writable HOME (/tmp in the sandbox).
 BOOK_ENV = {
     "PYTHONUNBUFFERED": "1",
     "NO_COLOR": "1",
     "JUPYTER_PLATFORM_DIRS": "1",
-    "MPLBACKEND": "Agg",
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
 }
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,8 @@ def make_env(tmp_path_factory, name: str, wheels: list[Path], *requirements: str
 def book_env(tmp_path_factory) -> Path:
     """Jupyter Book 1 and a kernel."""
     wheels = [server_wheels(cache_dir()), book_wheels(cache_dir())]
-    return make_env(tmp_path_factory, "book", wheels, "jupyter-book==1.0.4.post1", "ipykernel")
+    return make_env(tmp_path_factory, "book", wheels, "jupyter-book==1.0.4.post1", "ipykernel",
+                    "matplotlib")  # fmt: skip
 
 
 @dataclass
@@ -185,6 +188,101 @@ async def test_a_book_of_two_notebooks_builds_and_shows_their_computed_output(fi
     assert out.result.cache_dir.is_dir()
     # the log is plain text: no terminal colours
     assert "\x1b[" not in out.log
+
+
+# A notebook as authors plot: pyplot and plt.show(), a figure as a cell's last expression
+# (object-oriented, not pyplot's), an interactive plot's HTML (plotly writes a div and its
+# script), an image displayed with IPython. Each cell is named by a comment the page shows.
+FIGURES = notebook(
+    "Figures",
+    "# cell: pyplot\n"
+    "import matplotlib.pyplot as plt\n"
+    "plt.plot([0, 1, 2, 3], [0, 1, 4, 9])\n"
+    "plt.title('squares')\n"
+    "plt.show()",
+    "# cell: returned\n"
+    "from matplotlib.figure import Figure\n"
+    "fig = Figure()\n"
+    "fig.subplots().bar(['a', 'b'], [3, 5])\n"
+    "fig",
+    "# cell: html\n"
+    "from IPython.display import HTML\n"
+    'HTML(\'<div id="nl-plotly-like" class="plotly-graph-div">an interactive plot</div>\')',
+    "# cell: image\n"
+    "import io\n"
+    "from IPython.display import Image, display\n"
+    "buffer = io.BytesIO()\n"
+    "plt.figure(figsize=(2, 2)).savefig(buffer, format='png')\n"
+    "plt.close('all')\n"
+    "display(Image(data=buffer.getvalue()))\n"
+    "print('image of', len(buffer.getvalue()), 'bytes')",
+    # matplotlib outside a kernel (the kernel's children inherit its inline backend, the
+    # book's own programs do not): headless, so Agg, and show() does not wait for a window
+    "# cell: script\n"
+    "import os, subprocess, sys\n"
+    "plot = 'import matplotlib.pyplot as p; p.plot([1, 2]); p.show(); print(p.get_backend())'\n"
+    "env = {k: v for k, v in os.environ.items() if k != 'MPLBACKEND'}\n"
+    "done = subprocess.run([sys.executable, '-c', plot], env=env, capture_output=True,\n"
+    "                      text=True, timeout=60)\n"
+    "print('outside the kernel:', done.stdout.strip(), done.returncode)",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _Cells(HTMLParser):
+    """The images a reader sees under each code cell, by the `# cell: NAME` comment in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell, self.images = "", {}
+
+    def handle_data(self, data: str) -> None:
+        if named := re.search(r"# cell: (\w+)", data):
+            self.cell = named[1]
+            self.images.setdefault(self.cell, [])
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "img" and self.cell:
+            self.images[self.cell].append(dict(attrs)["src"])
+
+
+def figures(html_dir: Path, name: str) -> dict[str, list[Path]]:
+    """{cell: [image file]} of a built page; each image is a real PNG in the built site."""
+    parser = _Cells()
+    parser.feed((html_dir / name).read_text())
+    found = {}
+    for cell, sources in parser.images.items():
+        found[cell] = []
+        for src in sources:
+            assert "://" not in src and not src.startswith("data:"), src
+            # a site-absolute address (MyST's) is from the site's root, others from the page
+            base = html_dir if src.startswith("/") else (html_dir / name).parent
+            path = (base / src.lstrip("/")).resolve()
+            assert path.is_relative_to(html_dir.resolve()), f"{src} is outside the site"
+            assert path.is_file() and path.stat().st_size > 0, f"{src}: no such image file"
+            assert path.read_bytes().startswith(PNG_MAGIC), f"{src} is not a PNG"
+            found[cell].append(path)
+    return found
+
+
+async def test_a_books_figures_and_rich_outputs_reach_its_page(books):
+    """The reader sees each figure as an image of the built site: matplotlib's inline backend
+    works without a display (no MPLBACKEND=Agg, which turned it off and dropped every plot
+    while the build succeeded) and writes its settings in the sandbox's HOME."""
+    out = await books(book({"figures.ipynb": FIGURES}))
+
+    assert out.status == "succeeded", out.log
+    html = page(out, "figures.html")
+    shown = figures(out.result.html_dir, "figures.html")
+    assert len(shown["pyplot"]) == 1
+    assert len(shown["returned"]) == 1
+    assert len(shown["image"]) == 1
+    assert shown["html"] == []
+    assert '<div id="nl-plotly-like" class="plotly-graph-div">an interactive plot</div>' in html
+    assert "image of" in html
+    assert "outside the kernel: agg 0" in html
+    # what Agg left in the page instead of a figure
+    assert "&lt;Figure size" not in html and "<Figure size" not in html
 
 
 async def test_a_commit_that_only_edits_prose_executes_no_notebook(books, first_build):
@@ -360,23 +458,37 @@ def get(path):
         return json.load(response)
 
 
-def texts(node):
+def image(path):
+    # an output's image, as MyST's content server serves it, copied into the site's build/
+    with urllib.request.urlopen(f"{cdn}{path}") as response:
+        (out / "build").mkdir(exist_ok=True)
+        (out / "build" / Path(path).name).write_bytes(response.read())
+    return f'<img src="build/{html.escape(Path(path).name)}">'
+
+
+def parts(node):
     if isinstance(node, dict):
         if isinstance(node.get("value"), str):
-            yield node["value"]
-        if isinstance((node.get("jupyter_data") or {}).get("text"), str):
-            yield node["jupyter_data"]["text"]
+            yield f"<p>{html.escape(node['value'])}</p>"
+        output = node.get("jupyter_data") or {}
+        if isinstance(output.get("text"), str):
+            yield f"<p>{html.escape(output['text'])}</p>"
+        data = output.get("data") or {}
+        if "image/png" in data:
+            yield image(data["image/png"]["path"])
+        elif "text/html" in data:  # as themes show HTML outputs: as HTML
+            yield data["text/html"]["content"]
         for value in node.values():
-            yield from texts(value)
+            yield from parts(value)
     elif isinstance(node, list):
         for value in node:
-            yield from texts(value)
+            yield from parts(value)
 
 
 for project in get("config.json")["projects"]:
     for slug in [project["index"], *(p["slug"] for p in project["pages"] if "slug" in p)]:
         page = get(f"content/{slug}.json")
-        body = "\\n".join(f"<p>{html.escape(t)}</p>" for t in texts(page["mdast"]))
+        body = "\\n".join(parts(page["mdast"]))
         name = "index.html" if slug == project["index"] else f"{slug}.html"
         (out / name).write_text(f"<!doctype html><title>{slug}</title>\\n{body}\\n")
 """,
@@ -396,10 +508,11 @@ def myst_book(pages: dict[str, str], *, where: str = "") -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def myst_env(tmp_path_factory) -> Path:
-    """mystmd (on the machine's node), a kernel and a Jupyter server."""
+    """mystmd (on the machine's node), a kernel, a Jupyter server and matplotlib."""
     need("node", bool(shutil.which("node")))
-    wheels = [server_wheels(cache_dir()), myst_wheels(cache_dir())]
-    return make_env(tmp_path_factory, "myst", wheels, "mystmd", "ipykernel", "jupyter-server")
+    wheels = [server_wheels(cache_dir()), myst_wheels(cache_dir()), book_wheels(cache_dir())]
+    return make_env(tmp_path_factory, "myst", wheels, "mystmd", "ipykernel", "jupyter-server",
+                    "matplotlib")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -468,6 +581,23 @@ async def test_a_myst_book_at_the_root_executes_its_notebooks(first_myst_build):
     assert out.result.cache_dir == out.out_dir / "exec-cache"
     assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 2
     assert "\x1b[" not in out.log
+
+
+async def test_a_myst_books_figures_and_rich_outputs_reach_its_page(myst_books):
+    """MyST keeps each image output in its site's files (its content server serves them to
+    the theme, which copies them into the site): the kernel it starts must make them."""
+    out = await myst_books(myst_book({"figures.ipynb": FIGURES}))
+
+    assert out.status == "succeeded", out.log
+    html = page(out, "figures.html")
+    shown = figures(out.result.html_dir, "figures.html")
+    assert len(shown["pyplot"]) == 1
+    assert len(shown["returned"]) == 1
+    assert len(shown["image"]) == 1
+    assert shown["html"] == []
+    assert 'id="nl-plotly-like"' in html
+    assert "image of" in html
+    assert "outside the kernel: agg 0" in html
 
 
 async def test_a_myst_commit_that_only_edits_prose_executes_no_notebook(

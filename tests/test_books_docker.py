@@ -32,7 +32,17 @@ from .support.pkgindex import (
     myst_wheels,
     server_wheels,
 )
-from .test_books import PLAIN_THEME, TWO_NOTEBOOKS, Outcome, book, myst_book, notebook, page
+from .test_books import (
+    FIGURES,
+    PLAIN_THEME,
+    TWO_NOTEBOOKS,
+    Outcome,
+    book,
+    figures,
+    myst_book,
+    notebook,
+    page,
+)
 from .test_environments import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -74,10 +84,10 @@ def build_image(engine, index_url: str, context: Path, name: str, requirements: 
 
 @pytest.fixture(scope="module")
 def book_image(engine, index, tmp_path_factory) -> str:
-    """Jupyter Book 1 and a kernel."""
+    """Jupyter Book 1, a kernel and matplotlib."""
     context = tmp_path_factory.mktemp("book-image")
     return build_image(
-        engine, index.url, context, BOOK_IMAGE, "jupyter-book==1.0.4.post1 ipykernel"
+        engine, index.url, context, BOOK_IMAGE, "jupyter-book==1.0.4.post1 ipykernel matplotlib"
     )
 
 
@@ -232,6 +242,17 @@ async def test_a_commit_that_only_edits_prose_executes_no_notebook_in_the_contai
     assert "2 notebooks: 0 executed, 2 from the cache" in out.log
     assert "The second version of the prose." in page(out, "intro.html")
     assert "the answer is 42" in page(out, "one.html")
+
+
+async def test_a_books_figures_reach_its_page_from_the_container(books):
+    """matplotlib's inline backend in the image's kernel, headless, as the image's user."""
+    out = await books(book({"figures.ipynb": FIGURES}))
+
+    assert out.status == "succeeded", out.log
+    shown = figures(out.result.html_dir, "figures.html")
+    assert [len(shown[cell]) for cell in ("pyplot", "returned", "image")] == [1, 1, 1]
+    assert 'id="nl-plotly-like"' in page(out, "figures.html")
+    assert "outside the kernel: agg 0" in page(out, "figures.html")
 
 
 async def test_a_notebook_reads_its_dataset_in_the_container_and_cannot_write_to_it(

@@ -39,8 +39,9 @@ def server_wheels(cache: Path) -> Path:
     return _wheels(cache, reqs)
 
 
-# what the test preprints' binder/requirements.txt list (a book engine, and a data library)
-BOOK_REQUIREMENTS = ["jupyter-book==1.0.4.post1"]
+# what the test preprints' binder/requirements.txt may list: a book engine, and matplotlib
+# for the books' figures (13 of 20 real preprints plot with it, or with seaborn or nilearn)
+BOOK_REQUIREMENTS = ["jupyter-book==1.0.4.post1", "matplotlib==3.10.8"]
 
 
 def book_wheels(cache: Path) -> Path:
