@@ -4,8 +4,10 @@ percentiles, and a small table printer. All traffic stays on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -94,6 +96,47 @@ async def sse_events(client: httpx.AsyncClient, url: str, *, timeout: float = 60
             if "data" in event:
                 yield event.get("event", "message"), event["data"], event.get("id")
             event = {}
+
+
+SANDBOXES = ("bwrap", "none")
+
+
+def sandbox_order(choice: str, rep: int) -> list[str]:
+    """The sandboxes one repetition runs: one, or both alternating which goes first (so a
+    drift in the machine's load does not always favour the same one)."""
+    if choice != "both":
+        return [choice]
+    return list(SANDBOXES) if rep % 2 == 0 else list(reversed(SANDBOXES))
+
+
+def load() -> str:
+    """The load averages (1, 5, 15 min) and the number of CPUs, for the report."""
+    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    return f"load {one} {five} {fifteen} on {os.cpu_count()} CPUs"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def compare_rows(metrics: list[tuple[str, list[float], list[float]]]) -> list[list]:
+    """Rows of a bwrap / none table: each metric with its per-repetition values under each
+    sandbox (index i of both lists from the same repetition, run back to back)."""
+    rows = []
+    for name, confined, bare in metrics:
+        pairs = [p for c, b in zip(confined, bare, strict=True) if (p := ratio(c, b)) == p]
+        rows.append([name, len(pairs), median(confined), median(bare),
+                     ratio(median(confined), median(bare)), median(pairs),
+                     ", ".join(f"{p:.2f}" for p in pairs)])  # fmt: skip
+    return rows
+
+
+COMPARE_HEADERS = ["what", "pairs", "bwrap median s", "none median s", "bwrap/none (medians)",
+                   "bwrap/none (median of pairs)", "per pair"]  # fmt: skip
 
 
 def pct(values: list[float], p: float) -> float:
