@@ -44,7 +44,7 @@ _TIME = {"type": "string", "format": "date-time"}
 _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _OBJ = {"type": "object"}
 _JOB_STATUS = {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}
-_STAGE_STATE = {"enum": ["pending", "running", "succeeded", "failed", "skipped"]}
+_STAGE_STATE = {"enum": ["pending", "running", "succeeded", "failed", "cancelled", "skipped"]}
 
 _ERRORS = {
     "403": _resp("Not authenticated, or not allowed", _ERROR),
