@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                      "(default: ~/.cache/neurolibre)")  # fmt: skip
     bld.add_argument("--sandbox", choices=("bwrap", "none"), default=None,
                      help="confine build steps with bubblewrap (default when installed)")  # fmt: skip
+    bld.add_argument("--builder", choices=("local", "docker"), default="local",
+                     help="how the environment is built: 'local' (a Python virtual environment: "
+                     "requirements.txt, runtime.txt, postBuild) or 'docker' (repo2docker: also "
+                     "apt.txt, environment.yml, install.R, Project.toml, Dockerfile, start)")  # fmt: skip
     bld.add_argument("--time-limit", type=float, default=None,
                      help="seconds the book build may take (default 600)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ async def _run(args: argparse.Namespace) -> int:
     argv = [f"--NeuroLibre.data_dir={data_dir}", "--NeuroLibre.config_file="]
     sandbox = args.sandbox or ("bwrap" if shutil.which("bwrap") else "none")
     argv.append(f"--NeuroLibre.sandbox={sandbox}")
+    argv.append(f"--NeuroLibre.builder={getattr(args, 'builder', None) or 'local'}")
     if args.time_limit:
         argv.append(f"--LocalBookRunner.time_limit={args.time_limit}")
     app = NeuroLibre()

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
 import shutil
+import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from traitlets import Instance, List, Unicode, default, validate
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from traitlets import Enum, Instance, List, Unicode, default, validate
 from uv import find_uv_bin
 
 from ..sandbox import Sandbox
@@ -25,12 +31,12 @@ if TYPE_CHECKING:
     from ..jobs import JobContext
 
 # runtime files that need conda, apt, R, Julia or a Dockerfile: not something a venv can be
+# (postBuild is run, as repo2docker runs it: see LocalBuilder.build)
 UNSUPPORTED = {
     "environment.yml": "a conda environment",
     "environment.yaml": "a conda environment",
     "Dockerfile": "a Dockerfile",
     "apt.txt": "system packages (apt.txt)",
-    "postBuild": "a postBuild script",
     "start": "a start script",
     "install.R": "R packages (install.R)",
     "DESCRIPTION": "an R package (DESCRIPTION)",
@@ -40,8 +46,23 @@ UNSUPPORTED = {
     "Pipfile.lock": "a Pipfile",
     "setup.py": "installing the repository itself (setup.py)",
 }
-RUNTIME_TXT = re.compile(r"python-(\d+\.\d+)(\.\d+)?")
+# repo2docker's runtime.txt, in any case (`Python-3.8` is NeuroLibre's template's spelling)
+RUNTIME_TXT = re.compile(r"python-(\d+\.\d+)(\.\d+)?", re.IGNORECASE)
 MARKER = ".neurolibre-complete"
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    path: Path  # resolved: what the sandbox exposes and the environment links to
+    version: str  # X.Y.Z
+
+
+def _is_version(v: str) -> bool:
+    try:
+        Version(v)
+    except InvalidVersion:
+        return False
+    return True
 
 
 class LocalBuilder(Builder):
@@ -82,6 +103,32 @@ class LocalBuilder(Builder):
     def _valid_indexes(self, proposal) -> list[str]:
         return check_allowed_indexes(proposal["value"])
 
+    python_search_paths = List(
+        Unicode(),
+        help="""Where the local builder looks for the Python a runtime.txt asks for, in order:
+        directories (shell-style patterns allowed, e.g. /opt/pythons/*/bin), `PATH` (the
+        service's PATH) and `uv-managed` (Pythons installed by `uv python install`).
+        Default: PATH, $(pyenv root)/versions/*/bin when a pyenv root exists (PYENV_ROOT or
+        ~/.pyenv), uv-managed.""",
+    ).tag(config=True)
+
+    @default("python_search_paths")
+    def _default_search_paths(self) -> list[str]:
+        paths = ["PATH"]
+        pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+        if (pyenv / "versions").is_dir():
+            paths.append(str(pyenv / "versions" / "*" / "bin"))
+        return [*paths, "uv-managed"]
+
+    python_downloads = Enum(
+        ["never", "automatic"],
+        "never",
+        help="""Whether the local builder may download a Python that runtime.txt asks for and
+        python_search_paths does not have (uv's managed Pythons, python-build-standalone,
+        installed where uv keeps them: see `uv python dir`). 'automatic' needs internet
+        access: set it in production; the default 'never' suits offline machines.""",
+    ).tag(config=True)
+
     @property
     def uv(self) -> str:
         return find_uv_bin()
@@ -93,14 +140,136 @@ class LocalBuilder(Builder):
         text = runtime.text("runtime.txt")
         if text is None:
             return self.default_python
-        value = text.strip()
-        m = RUNTIME_TXT.fullmatch(value)
+        where = "binder/" if runtime.label == "binder" else ""
+        # repo2docker reads the first line; tolerate blank lines, comments and spaces around it
+        lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        m = RUNTIME_TXT.fullmatch(lines[0]) if len(lines) == 1 else None
         if not m:
+            value = " / ".join(lines) or "nothing"
+            docker = ("the docker backend (`neurolibre build --builder docker`, "
+                      "c.NeuroLibre.builder = 'docker')")  # fmt: skip
+            if lines and lines[0].lower().startswith("r-"):
+                raise RuntimeError_(f"{where}runtime.txt asks for R ({value!r}): the local builder "
+                                    f"understands only python-X.Y. Build R with {docker}.")  # fmt: skip
             raise RuntimeError_(
-                f"runtime.txt says {value!r}: the local builder understands only python-X.Y "
-                "(e.g. python-3.11). Other runtimes need the docker or binderhub backend."
+                f"{where}runtime.txt says {value!r}: the local builder understands one line "
+                f"python-X.Y (e.g. python-{self.default_python}). Other runtimes need {docker}."
             )
         return m.group(1)
+
+    def _search_dirs(self) -> list[str]:
+        dirs: list[str] = []
+        for entry in self.python_search_paths:
+            if entry == "PATH":
+                found = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+            elif entry == "uv-managed":
+                continue
+            else:
+                found = sorted(glob.glob(os.path.expanduser(entry)))
+            dirs += [d for d in found if os.path.isabs(d) and os.path.isdir(d) and d not in dirs]
+        return dirs
+
+    def _uv_env(self) -> dict[str, str]:
+        env = {"PATH": os.pathsep.join(self._search_dirs()), "UV_PYTHON_DOWNLOADS": "never",
+               "HOME": os.environ.get("HOME", "/tmp"), "NO_COLOR": "1"}  # fmt: skip
+        for name in ("UV_PYTHON_INSTALL_DIR", "XDG_DATA_HOME"):  # where uv-managed Pythons are
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    def _uv_python_args(self) -> list[str]:
+        # only-system: uv's own Pythons are not searched unless the operator lists them
+        pref = "managed" if "uv-managed" in self.python_search_paths else "only-system"
+        return ["--no-config", "--python-preference", pref]
+
+    async def _uv_python(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.uv, "python", *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, env=self._uv_env(), cwd="/",
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace").strip()
+
+    async def _find_python(self, version: str) -> Interpreter | None:
+        """The interpreter for X.Y in python_search_paths (never downloads): its real path
+        (sys.executable, not a pyenv shim or a symbolic link) and full version."""
+        rc, out = await self._uv_python("find", "--no-project", *self._uv_python_args(), version)
+        if rc or not out:
+            return None
+        proc = await asyncio.create_subprocess_exec(
+            out.splitlines()[0], "-I", "-c",
+            "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd="/",
+            env={"PATH": self._uv_env()["PATH"]},
+        )  # fmt: skip
+        info, _ = await proc.communicate()
+        lines = info.decode(errors="replace").split()
+        if proc.returncode or len(lines) != 2 or not lines[1].startswith(version + "."):
+            return None
+        return Interpreter(Path(lines[0]).resolve(), lines[1])
+
+    async def _pythons_found(self) -> list[str]:
+        _rc, out = await self._uv_python("list", "--only-installed", "--output-format", "json",
+                                        *self._uv_python_args())  # fmt: skip
+        try:
+            versions = {
+                v["version"] for v in json.loads(out) if v.get("implementation") == "cpython"
+            }
+        except (ValueError, TypeError, KeyError):
+            return []
+        return sorted(versions, key=lambda v: Version(v) if _is_version(v) else Version("0"))
+
+    async def _places(self) -> list[str]:
+        places = []
+        for entry in self.python_search_paths:
+            if entry == "PATH":
+                places.append(f"PATH ({os.environ.get('PATH', '')})")
+            elif entry == "uv-managed":
+                _rc, where = await self._uv_python("dir", "--no-config")
+                places.append(f"uv-managed Pythons ({where or 'uv python dir'})")
+            else:
+                places.append(entry)
+        return places
+
+    async def _not_found(self, python: str, where: str) -> str:
+        found = await self._pythons_found()
+        places = "; ".join(await self._places())
+        usable = ", ".join(found) or "none"
+        pick = (f"name one of those in {where}runtime.txt (e.g. python-"
+                f"{'.'.join(found[-1].split('.')[:2])}), or " if found else "")  # fmt: skip
+        return (
+            f"{where}runtime.txt asks for Python {python}, which this machine does not have where "
+            f"the local builder looks for Pythons: {places}. Downloading Pythons is off "
+            f"(c.LocalBuilder.python_downloads = '{self.python_downloads}'). "
+            f"Pythons found there: {usable}. To fix: {pick}ask the operator to install Python "
+            f"{python} in one of those places (e.g. `uv python install {python}` or `pyenv "
+            f"install {python}`), or to allow downloads (c.LocalBuilder.python_downloads = "
+            "'automatic')."
+        )
+
+    def _server_python_floor(self, xy: str, version: str | None, where: str) -> None:
+        """The hub's server packages go into every environment (for now): refuse up front a
+        Python they cannot install on, rather than fail the install with a resolver error
+        about packages the author never named."""
+        if not any(p.startswith("jupyterhub==") for p in self.server_packages):
+            return
+        try:
+            if importlib.metadata.version("jupyterhub") != self.hub_version:
+                return  # only the installed hub's metadata is known here
+            spec = SpecifierSet(importlib.metadata.metadata("jupyterhub")["Requires-Python"] or "")
+            if Version(version or f"{xy}.0") in spec:
+                return
+        except (importlib.metadata.PackageNotFoundError, InvalidSpecifier, InvalidVersion):
+            return
+        raise RuntimeError_(
+            f"{where}runtime.txt asks for Python {xy}"
+            f"{f' (this machine has {version})' if version else ''}, but every environment the local "
+            f"builder makes also gets the hub's server packages (jupyterhub=={self.hub_version}), "
+            f"which need Python {spec}. Until the server runs apart from the author's "
+            f"environment, name a newer Python in {where}runtime.txt (e.g. python-"
+            f"{self.default_python})."
+        )
 
     async def recipe(self, runtime: RuntimeFiles) -> dict:
         where = "binder/" if runtime.label == "binder" else ""
@@ -108,9 +277,11 @@ class LocalBuilder(Builder):
             if name in runtime.files:
                 raise RuntimeError_(
                     f"{where}{name} asks for {what}, which the local builder cannot provide "
-                    "(it makes Python virtual environments from requirements.txt only). Ask "
-                    "the operator to build with the docker backend (repo2docker) or a BinderHub "
-                    "(c.NeuroLibre.builder = 'docker' or 'binderhub'), or use requirements.txt."
+                    "(it makes Python virtual environments from requirements.txt, runtime.txt "
+                    "and postBuild). Build with the docker backend (repo2docker): "
+                    "`neurolibre build --builder docker`, or on the service "
+                    "c.NeuroLibre.builder = 'docker' (or a BinderHub: 'binderhub'); or use "
+                    "requirements.txt."
                 )
         reqs = self._requirements(runtime)
         if not reqs.ok:
@@ -119,12 +290,9 @@ class LocalBuilder(Builder):
             )
         python = self._python(runtime)
         found = await self._find_python(python)
-        if found is None:
-            raise RuntimeError_(
-                f"runtime.txt asks for Python {python}, which this machine does not have "
-                f"(the service runs {self.default_python}). Use python-{self.default_python}, "
-                "or ask the operator to install it or to use the docker or binderhub backend."
-            )
+        if found is None and self.python_downloads == "never":
+            raise RuntimeError_(await self._not_found(python, where))
+        self._server_python_floor(python, found.version if found else None, where)
         return {"backend": self.backend, "recipe": 1, "python": python,
                 "server_packages": self._packages()}  # fmt: skip
 
@@ -133,15 +301,60 @@ class LocalBuilder(Builder):
         return parse_requirements(runtime.files, runtime.directory, prefix=where,
                                   allowed_indexes=self.allowed_index_urls)  # fmt: skip
 
-    async def _find_python(self, version: str) -> str | None:
-        proc = await asyncio.create_subprocess_exec(
-            self.uv, "python", "find", "--no-project", version,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env={"PATH": os.environ.get("PATH", ""), "UV_PYTHON_DOWNLOADS": "never",
-                 "HOME": os.environ.get("HOME", "/tmp")},
-        )  # fmt: skip
-        out, _ = await proc.communicate()
-        return out.decode().strip() or None if proc.returncode == 0 else None
+    async def _download_python(self, ctx: JobContext, version: str) -> None:
+        """uv installs a managed Python (the operator allowed it): run as the service, since
+        it writes where the service keeps its Pythons; it runs no code of the repository."""
+        await ctx.stage(f"downloading Python {version}")
+        env = {**self._uv_env(), "UV_PYTHON_DOWNLOADS": "automatic", "UV_NO_PROGRESS": "1"}
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                     "UV_PYTHON_INSTALL_MIRROR", "UV_NATIVE_TLS"):  # fmt: skip
+            if name in os.environ:
+                env[name] = os.environ[name]
+        await ctx.run([self.uv, "python", "install", "--no-config", version], cwd=Path("/"),
+                      env=env)  # fmt: skip
+
+    async def _post_build(self, ctx: JobContext, runtime: RuntimeFiles, env_dir: Path,
+                          work: Path, env: dict[str, str], readable: list[Path]) -> None:  # fmt: skip
+        """repo2docker's postBuild: after the install, from the repository root, with the
+        environment active. Confined like the install (network allowed), but it may write only
+        into the environment: the checkout is read-only and the package cache out of reach."""
+        from ..jobs import JobFailed
+
+        where = f"{runtime.label}/" if runtime.label in ("binder", ".binder") else ""
+        repo = runtime.directory.parent if where else runtime.directory
+        await ctx.stage("running postBuild")
+        original = runtime.directory / "postBuild"
+        try:  # a regular file (not a link: what runs is what the runtime key hashed)
+            mode = original.lstat().st_mode
+            executable = stat.S_ISREG(mode) and bool(mode & 0o111)
+        except OSError:
+            executable = False
+        if executable:
+            # in place, as repo2docker runs it (`./binder/postBuild`: $0 finds its siblings)
+            script = f"./{original.relative_to(repo).as_posix()}"
+            scripts: list[Path] = []
+        else:
+            script = str(await asyncio.to_thread(_post_build_copy, runtime, work))
+            scripts = [work]
+            ctx.say(f"{where}postBuild is not executable: running it as repo2docker does, "
+                    "made executable (chmod +x).")  # fmt: skip
+        post_env = {k: v for k, v in env.items() if not k.startswith("UV_CACHE")}
+        post_env.update(PATH=os.pathsep.join([str(env_dir / "bin"), "/usr/local/bin", "/usr/bin",
+                                              "/bin"]),
+                        VIRTUAL_ENV=str(env_dir))  # fmt: skip
+        post_env.pop("PYTHONHOME", None)
+        tools = [t for t in readable if t != runtime.directory]
+        # /bin/sh runs a script without a #! line as a shell script, as Docker's RUN does
+        argv = ["/bin/sh", "-c", '"$0"', script]
+        wrapped = self.sandbox.wrap(argv, writable=[env_dir], readable=[repo, *tools, *scripts],
+                                    cwd=repo)  # fmt: skip
+        status = await ctx.run(wrapped, cwd=repo, env=post_env)
+        if status:
+            raise JobFailed(
+                f"{where}postBuild failed with exit status {status}: see its output above. It "
+                "runs after the install, from the repository root, with the environment "
+                "active, and may write only into the environment (the repository is read-only)."
+            )
 
     def location(self, key: str) -> Path:
         return Path(self.environments_dir) / key
@@ -162,12 +375,17 @@ class LocalBuilder(Builder):
         from ..jobs import JobFailed
 
         recipe = await self.recipe(runtime)
-        python = await self._find_python(recipe["python"])
-        if python is None:
-            raise JobFailed(f"Python {recipe['python']} is no longer on this machine.")
+        where = "binder/" if runtime.label == "binder" else ""
+        found = await self._find_python(recipe["python"])
+        if found is None and self.python_downloads == "automatic":
+            await self._download_python(ctx, recipe["python"])
+            found = await self._find_python(recipe["python"])
+        if found is None:
+            raise JobFailed(await self._not_found(recipe["python"], where))
         # what later stages may run and read is decided now, by the service, from the
         # interpreter it found; never from files the build could rewrite (pyvenv.cfg, bin/)
-        interpreter = Path(python).resolve()
+        interpreter = python = found.path
+        ctx.say(f"Python {found.version} ({interpreter})")
         env_dir = self.location(key)
         if env_dir.exists() or _record_path(env_dir).exists():
             ctx.say(f"Removing an unfinished environment at {env_dir}")
@@ -229,6 +447,9 @@ class LocalBuilder(Builder):
                     "Installing packages failed: see the log above for the package that did not "
                     "install or resolve, and fix requirements.txt."
                 )
+
+            if "postBuild" in runtime.files:
+                await self._post_build(ctx, runtime, env_dir, work, env, readable)
         finally:
             # from here on the environment is the service's: nothing confined can change it
             await asyncio.to_thread(self.sandbox.reclaim, env_dir)
@@ -239,6 +460,16 @@ class LocalBuilder(Builder):
         size = await asyncio.to_thread(du, env_dir)
         ctx.say(f"Environment ready: {env_dir} ({size / 1e6:.0f} MB)")
         return BuiltRuntime(str(env_dir), recipe["python"], size)
+
+
+def _post_build_copy(runtime: RuntimeFiles, work: Path) -> Path:
+    """The service's copy of postBuild, executable: repo2docker runs `chmod +x` on it first,
+    and the author's checkout (their working tree, for `neurolibre build`) stays untouched."""
+    copy = work / "postBuild"
+    copy.unlink(missing_ok=True)
+    copy.write_bytes(runtime.files["postBuild"])
+    copy.chmod(0o755)
+    return copy
 
 
 def _record_path(env_dir: Path) -> Path:
