@@ -296,3 +296,15 @@ def test_neurolibre_build_selects_the_docker_builder_for_what_a_venv_cannot_be(t
     assert "The Docker engine at unix://" in docker.stderr and "apt.txt asks" not in docker.stderr
     bad = run("--builder", "conda")
     assert bad.returncode == 2 and "invalid choice: 'conda'" in bad.stderr
+
+
+async def test_post_build_is_part_of_the_runtime_key(builder, tmp_path):
+    # a changed postBuild must not reuse an environment made by the old one
+    lb = builder()
+    keys = []
+    for n, text in enumerate(["echo one\n", "echo two\n"]):
+        _repo, runtime = runtime_of(tmp_path, {"binder/postBuild": text}, f"r{n}")
+        keys.append(runtime.digest(await lb.recipe(runtime)))
+    _repo, runtime = runtime_of(tmp_path, {}, "none")
+    keys.append(runtime.digest(await lb.recipe(runtime)))
+    assert len(set(keys)) == 3
