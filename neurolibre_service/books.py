@@ -34,7 +34,7 @@ from .checks import PROJECT_NAME_RE
 from .environments.docker import memory_bytes
 from .environments.local import base_prefixes
 from .jobs import JobContext, JobFailed
-from .logs import LINE_LIMIT, cut_note
+from .processes import LineCutter
 from .safefiles import UnsafeFile, read_text_confined, remove_special_files
 from .sandbox import Sandbox, chown_tree, freeze_tree
 from .units import duration
@@ -1101,26 +1101,11 @@ async def _remove_labelled(client, label: str) -> int:
 
 
 async def _stream_lines(container, on_line: Callable[[str], None]) -> None:
-    """The container's output (stdout and stderr), line by line as it comes. A line keeps
-    its first LINE_LIMIT characters and a note of the rest (a notebook may print 1 GB on one
-    line), so neither memory nor time grows with a line's length."""
-    buf, cut = "", 0
+    """The container's output (stdout and stderr), line by line as it comes, long lines cut."""
+    lines = LineCutter(on_line, unit="characters")
     async for chunk in container.log(stdout=True, stderr=True, follow=True):
-        *lines, rest = chunk.split("\n")
-        for line in lines:
-            on_line(_cut(buf + line, cut))
-            buf, cut = "", 0
-        room = LINE_LIMIT - len(buf)
-        cut += max(0, len(rest) - room)
-        buf += rest[: max(0, room)]
-    if buf or cut:
-        on_line(_cut(buf, cut))
-
-
-def _cut(line: str, cut: int) -> str:
-    if len(line) > LINE_LIMIT:
-        cut, line = cut + len(line) - LINE_LIMIT, line[:LINE_LIMIT]
-    return line + (cut_note(cut) if cut else "")
+        lines.feed(chunk)
+    lines.close()
 
 
 def with_ro_binds(argv: list[str], binds: Sequence[tuple[Path, Path]]) -> list[str]:

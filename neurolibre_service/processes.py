@@ -73,6 +73,58 @@ def kill_tree(pid: int, expected_start: int | None = None) -> bool:
     return killed
 
 
+async def _spawn(argv: Sequence[str], cwd: str | os.PathLike | None,
+                 env: Mapping[str, str] | None, *, stderr: int) -> asyncio.subprocess.Process:  # fmt: skip
+    """A child in its own session (its whole tree can be killed) that dies with the service."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+class LineCutter:
+    """Splits a stream (bytes or str chunks) into lines for on_line. A line keeps its first
+    LINE_LIMIT units (bytes, or characters) and a note of how many were cut, so one huge line
+    costs neither memory nor time."""
+
+    def __init__(self, on_line: Callable[[str], None], unit: str = "bytes") -> None:
+        self.on_line, self.unit = on_line, unit
+        self.buf: bytes | str | None = None  # the current line's start (at most LINE_LIMIT)
+        self.cut = 0  # units of the current line dropped
+
+    def feed(self, chunk: bytes | str) -> None:
+        *lines, rest = chunk.split(b"\n") if isinstance(chunk, bytes) else chunk.split("\n")
+        for part in lines:
+            self._add(part, ends=True)
+        self._add(rest, ends=False)
+
+    def close(self) -> None:
+        if self.buf or self.cut:
+            self._emit()
+
+    def _add(self, part, *, ends: bool) -> None:
+        buf = part[:0] if self.buf is None else self.buf
+        room = LINE_LIMIT - len(buf)
+        if len(part) > room:
+            self.cut += len(part) - room
+            part = part[:room]
+        self.buf = buf + part
+        if ends:
+            self._emit()
+
+    def _emit(self) -> None:
+        buf = self.buf or ""
+        text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else buf
+        self.on_line(text + (cut_note(self.cut, self.unit) if self.cut else ""))
+        self.buf, self.cut = None, 0
+
+
 async def run_streaming(
     argv: Sequence[str],
     *,
@@ -87,40 +139,15 @@ async def run_streaming(
     line costs neither memory nor time. Cancelling the awaiting task kills the whole process
     tree before re-raising.
     """
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    proc = await _spawn(argv, cwd, env, stderr=asyncio.subprocess.STDOUT)
     try:
         if on_start is not None:
             await on_start(proc.pid, start_time(proc.pid))
-        buf, cut = b"", 0  # the current line's start (at most LINE_LIMIT bytes), bytes cut
-
-        def add(part: bytes, ends: bool) -> None:
-            nonlocal buf, cut
-            room = LINE_LIMIT - len(buf)
-            if len(part) > room:
-                cut += len(part) - room
-                part = part[:room]
-            buf += part
-            if ends:
-                on_line(buf.decode("utf-8", "replace") + (cut_note(cut, "bytes") if cut else ""))
-                buf, cut = b"", 0
-
+        lines = LineCutter(on_line)
         assert proc.stdout is not None
         while chunk := await proc.stdout.read(65536):
-            *lines, rest = chunk.split(b"\n")
-            for raw in lines:
-                add(raw, True)
-            add(rest, False)
-        if buf or cut:
-            add(b"", True)
+            lines.feed(chunk)
+        lines.close()
         return await proc.wait()
     except BaseException:
         if proc.returncode is None:
@@ -142,16 +169,7 @@ async def run_captured(
     cancelled) everything it started goes with it (git's remote helpers, say), and
     TimeoutError is raised.
     """
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env) if env is not None else None,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    proc = await _spawn(argv, cwd, env, stderr=asyncio.subprocess.PIPE)
     started = start_time(proc.pid)
     try:
         async with asyncio.timeout(timeout):
