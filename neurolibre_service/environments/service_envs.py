@@ -82,7 +82,7 @@ class ServiceEnvironments:
                 return env
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
             # another process on the same data directory (`neurolibre build`) may build it too
-            with open(self.root / f".{env.prefix.name}.lock", "w") as fh:
+            with open(self.root / f".{env.prefix.name}.lock", "w") as fh:  # noqa: ASYNC230 (tiny, local)
                 await asyncio.to_thread(fcntl.flock, fh, fcntl.LOCK_EX)
                 try:
                     if not env.ready:
