@@ -1,0 +1,102 @@
+"""NeuroLibre's two official author templates build as authors wrote them.
+
+`../shared/real-preprints/` holds them unchanged: the Jupyter Book template (Python-3.8,
+jupyter-book 0.14, plotly 5.14, a data `src` that runs nilearn) and the MyST article
+(myst.yml at the root, article-theme, no book tool in its runtime). The only change made here
+is their dataset, which lives on the internet: it is served on 127.0.0.1 instead (for the MyST
+article, the notebook that downloads the same file directly gets the same local URL).
+
+Their requirements are resolved for their own Python from the machine's package index once
+(tests/support/wheelhouse.py) and served by the local index, as PyPI would serve them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import CI
+from .support.dataserver import DataServer, tar_gz_bytes
+from .support.pkgindex import cache_dir
+from .support.repos import git
+from .support.wheelhouse import resolved_distributions, serve
+
+pytestmark = pytest.mark.timeout(900)
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "real-preprints"
+TEMPLATE = TEMPLATES / "template"
+# what the Jupyter Book template's runtime resolves to, for its Python (3.8); ipykernel is the
+# kernel every environment gets
+TEMPLATE_PYTHON = "3.8"
+
+
+def _templates_present() -> None:
+    if TEMPLATE.is_dir():
+        return
+    if CI:
+        pytest.fail(f"{TEMPLATES} is missing: CI clones the repository beside ../shared")
+    pytest.skip(f"{TEMPLATES} is not on this machine")
+
+
+@pytest.fixture(scope="module")
+def data_server():
+    server = DataServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def template_index(pkg_index):
+    """The local index, also serving the template's own pins for Python 3.8."""
+    _templates_present()
+    reqs = (TEMPLATE / "binder" / "requirements.txt").read_text().split()
+    serve(pkg_index, resolved_distributions(cache_dir(), [*reqs, "ipykernel"], TEMPLATE_PYTHON))
+    return pkg_index
+
+
+def copy_template(src: Path, dest: Path, data_server: DataServer) -> tuple[Path, str]:
+    """The template as its author's clone, its dataset swapped for one on 127.0.0.1."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".git"))
+    requirement = json.loads((dest / "binder" / "data_requirement.json").read_text())
+    name = requirement["projectName"]
+    url = data_server.add(f"/{name}.tar.gz",
+                          tar_gz_bytes({"README.txt": b"The template's dataset, served locally.\n"}))  # fmt: skip
+    requirement["src"] = url
+    (dest / "binder" / "data_requirement.json").write_text(json.dumps(requirement, indent=1))
+    subprocess.run(["git", "init", "-q", "-b", "main", str(dest)], check=True)
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "The official template, dataset served locally")
+    return dest, git(dest, "rev-parse", "HEAD")
+
+
+def neurolibre(*args: str, index_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "UV_DEFAULT_INDEX": index_url}
+    return subprocess.run([str(Path(sys.executable).parent / "neurolibre"), *args], env=env,
+                          capture_output=True, text=True, timeout=850)  # fmt: skip
+
+
+def test_the_jupyter_book_template_checks_clean_and_builds_with_its_figure(
+    tmp_path, template_index, data_server
+):
+    repo, _sha = copy_template(TEMPLATE, tmp_path / "template", data_server)
+    run = neurolibre("build", str(repo), "--data-dir", str(tmp_path / "nl"),
+                     index_url=template_index.url)  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-5000:]
+    assert "Layout check: 0 error(s)" in run.stdout
+    # the Python it asked for (Python-3.8, capital P), and the jupyter-book it pinned
+    assert "Python 3.8." in run.stdout
+    assert "jupyter-book 0.14.0" in run.stdout or "jupyter_book 0.14.0" in run.stdout, out[-5000:]
+    index = next(ln for ln in run.stdout.splitlines() if ln.startswith("Built: file://"))
+    html = Path(index.removeprefix("Built: file://")).parent
+    page = (html / "01-simple_notebook.html").read_text()
+    # what a reader sees: the plotly figure itself (its div and data), not only printed text
+    assert 'class="plotly-graph-div"' in page
+    assert "gdpPercap" in page
+    assert "This code cell will be hidden" in page
