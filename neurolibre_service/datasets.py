@@ -5,11 +5,25 @@ without "dst"), so the same requirement from any build or repository is fetched 
 shared; a changed requirement gets a new key and is fetched anew next to the old data.
 
 repo2data never runs in the service: a small driver runs it in a separate process, confined
-(bubblewrap) so it can write only to a staging directory, with the preprint environment's
-`python3` first on PATH (a `src` may be Python code). The fetch has a time limit and a size
+(bubblewrap) so it can write only to a staging directory. The fetch has a time limit and a size
 limit: each file is capped by RLIMIT_FSIZE and the staging directory is measured while it
 runs, so an archive that expands past the limit is stopped. Only a complete fetch is renamed
 into the store (`root/<key>/<projectName>`); a failure leaves nothing there.
+
+Which repo2data runs, and with what on PATH:
+- a `src` that is Python code runs as NeuroLibre runs it, with the service's own fetchers, not
+  the preprint's packages: the driver runs with the python of the service's data environment
+  (environments/service_envs.py: repo2data at the service's version, nilearn, and what the
+  operator adds with c.NeuroLibre.data_packages), whose `python3` is first on PATH. That
+  environment is built once, belongs to the service and is read-only to fetches (bound
+  read-only, owned by the service), so no fetch can change what the next one imports. Such a
+  dataset's key includes the environment's identity (its packages and Python).
+- any other src (a URL, a DOI, a Git, OSF, Google Drive or S3 link) runs with the service's
+  own repo2data and the tools installed with it (datalad, zenodo_get, osf, gdown, aws), as
+  before; nothing of the preprint's environment is on PATH.
+The data lands where repo2data puts it in server mode, `<data dir>/<projectName>`, and the book
+sees it at `data/<projectName>`: where repo2data's `"dataLayout": "neurolibre"` puts it on an
+author's machine (next to binder/), so a notebook's own `Repo2Data(...).install()` finds it.
 """
 
 from __future__ import annotations
@@ -22,24 +36,29 @@ import secrets
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, or_, select
 
 from .checks import PROJECT_NAME_RE
 from .db import Build, Database, Dataset, Job, JobStatus
 from .db.models import build_datasets, utcnow
-from .environments.local import base_prefixes
+from .environments.service_envs import ServiceEnvironmentError, ServiceEnvironments
 from .errors import Conflict, NotFound
 from .jobs import JobFailed
 from .safefiles import UnsafeFile, read_confined
 from .units import aware, du, duration, iso_utc
 
 if TYPE_CHECKING:
+    from .environments.service_envs import ServiceEnvironment
     from .jobs import JobContext
     from .sandbox import Sandbox
 
@@ -48,6 +67,11 @@ STAGING = ".staging"
 # how often the staging directory is measured while a fetch runs
 POLL_SECONDS = 0.25
 STAGE_LENGTH = 64  # jobs.stage is a String(64)
+
+# The data environment's packages: repo2data as the service drives it (the driver below relies
+# on its internals) and the fetchers NeuroLibre's templates call in src (nilearn.datasets).
+# Pinned: a dataset made by code is keyed by these, so they must name what is installed.
+DEFAULT_DATA_PACKAGES = (f"repo2data=={version('repo2data')}", "nilearn==0.14.1")
 
 # repo2data's own dispatch (Repo2DataChild._scan_dl_type), to refuse a src it would ignore
 _HTTP = re.compile(r".*?(https?://).*?")
@@ -80,15 +104,18 @@ class DatasetSpec:
         return source_kind(self.requirement["src"]) == "python"
 
 
-def in_environment(spec: DatasetSpec, runtime_key: str) -> DatasetSpec:
-    """A dataset made by Python code depends on the environment it ran in (its packages come
-    from the author), so its key includes that environment's: another preprint with the same
-    requirement text but another environment never reuses it (no poisoning across owners,
-    since local environments are per owner)."""
-    if not spec.is_code:
-        return spec
-    key = hashlib.sha256(f"{spec.key}:{runtime_key}".encode()).hexdigest()
-    return replace(spec, key=key)
+def data_packages(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The data environment's packages: the defaults and the operator's (which replace a
+    default of the same name, e.g. another nilearn), or ValueError naming a bad line."""
+    chosen: dict[str, str] = {}
+    for line in (*DEFAULT_DATA_PACKAGES, *extra):
+        try:
+            name = canonicalize_name(Requirement(line).name)
+        except InvalidRequirement as e:
+            raise ValueError(f"c.NeuroLibre.data_packages: {line!r} is not a requirement "
+                             f"({e}); write it as in requirements.txt, e.g. 'mylib==1.2'.") from None  # fmt: skip
+        chosen[name] = line
+    return tuple(chosen.values())
 
 
 def requirement_key(entry: dict) -> str:
@@ -151,6 +178,13 @@ def parse_requirement(text: str, file: str = "binder/data_requirement.json") -> 
                 f"{where}: repo2data does not know how to fetch src {src!r}. Use an http(s) "
                 "URL, a Git URL ending in .git, s3://..., a Zenodo DOI (10.5281/zenodo.N), an "
                 "OSF or Google Drive link, or Python code with an import statement ending in ';'."
+            )
+        if source_kind(src) == "url" and _CODE.match(src) and not _HTTP.match(src.split()[0]):
+            raise DataError(
+                f"{where}: src is Python code with a URL in it, and repo2data takes any src "
+                "containing http:// or https:// for a URL to download (it would fetch the code "
+                "as an address and fail). Keep the scheme and the host apart in the code, e.g. "
+                "url = 'https:' + '//example.org/data.zip'."
             )
         name = req.get("projectName")
         if not isinstance(name, str) or not PROJECT_NAME_RE.fullmatch(name) or ".." in name:
@@ -253,6 +287,8 @@ class DatasetStore:
         root: Path,
         sandbox: Sandbox,
         *,
+        environments: ServiceEnvironments | None = None,
+        packages: Sequence[str] = DEFAULT_DATA_PACKAGES,
         size_limit: int = 1 << 30,
         time_limit: float = 1800.0,
         python: str = sys.executable,
@@ -260,10 +296,28 @@ class DatasetStore:
         self.db = db
         self.root = Path(root)
         self.sandbox = sandbox
+        # where src code runs: the service's data environment, built on first use (by default
+        # with the service's other environments, data_dir/service-environments)
+        self.environments = environments or ServiceEnvironments(
+            self.root.parent / "service-environments", sandbox
+        )
+        self.packages = tuple(packages)
         self.size_limit = size_limit
         self.time_limit = time_limit
-        self.python = python
+        self.python = python  # the service's: its repo2data fetches every other src
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def keyed(self, spec: DatasetSpec) -> DatasetSpec:
+        """spec with its store key: a dataset made by code also depends on the environment
+        it ran in, the service's data environment (its packages and Python), never on the
+        preprint's: the same src text from any preprint, run with the same fetchers, is the
+        same dataset. Changing the packages gives new keys; datasets under the old keys stay
+        (listed for admins, deletable once unused)."""
+        if not spec.is_code:
+            return spec
+        ident = self.environments.spec("data", self.packages).prefix.name
+        key = hashlib.sha256(f"{spec.key}:{ident}".encode()).hexdigest()
+        return replace(spec, key=key)
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -281,10 +335,9 @@ class DatasetStore:
 
     # -- fetching ------------------------------------------------------------------------
 
-    async def ensure(
-        self, ctx: JobContext, spec: DatasetSpec, *, env_prefix: Path | None
-    ) -> Dataset:
+    async def ensure(self, ctx: JobContext, spec: DatasetSpec) -> Dataset:
         """The ready dataset for spec: reused if already fetched, otherwise fetched now."""
+        spec = self.keyed(spec)
         async with self._locks[spec.key]:
             await ctx.stage(f"data: {spec.project_name}"[:STAGE_LENGTH])
             async with self.db.session() as s:
@@ -308,7 +361,7 @@ class DatasetStore:
                 ds.status, ds.error, ds.size_bytes, ds.fetched_at = "fetching", None, None, None
                 await s.commit()
             try:
-                size = await self._fetch(ctx, spec, env_prefix)
+                size = await self._fetch(ctx, spec)
             except JobFailed as e:
                 await self._set(spec.key, status="failed", error=str(e))
                 raise
@@ -330,14 +383,9 @@ class DatasetStore:
                     setattr(ds, k, v)
                 await s.commit()
 
-    async def _fetch(self, ctx: JobContext, spec: DatasetSpec, env_prefix: Path | None) -> int:
+    async def _fetch(self, ctx: JobContext, spec: DatasetSpec) -> int:
         name = spec.project_name
-        if spec.is_code and env_prefix is None:
-            raise JobFailed(
-                f"Dataset {spec.label}: src is Python code, which runs in the preprint's own "
-                "environment, and this environment has no local Python to run it with. Use a "
-                "URL, DOI or repository as src, or ask the operator for the local builder."
-            )
+        env = await self._data_environment(ctx) if spec.is_code else None
         staging = self.root / STAGING / f"{spec.key}-{secrets.token_hex(4)}"
         data_dir = staging / "data"
         await asyncio.to_thread(data_dir.mkdir, parents=True)
@@ -345,8 +393,8 @@ class DatasetStore:
         req_file.write_text(json.dumps(spec.requirement, indent=1) + "\n")
         result_file = staging / "result.json"
         try:
-            code = await self._run(ctx, spec, env_prefix, staging, [str(req_file), str(data_dir),
-                                                                     str(result_file)])  # fmt: skip
+            code = await self._run(ctx, spec, env, staging,
+                                   [str(req_file), str(data_dir), str(result_file)])  # fmt: skip
             # the service's from now on: read-only to the build user and everyone else
             await asyncio.to_thread(self.sandbox.reclaim, staging)
             size = await asyncio.to_thread(du, staging)
@@ -355,8 +403,13 @@ class DatasetStore:
                 raise JobFailed(self._too_large(spec))
             if code != 0 or result.get("error"):
                 why = result.get("error") or f"repo2data exited with status {code}"
+                where = ""
+                if env is not None:
+                    where = (" src runs with the service's data environment, not the preprint's: "
+                             f"it can import {', '.join(env.packages)} and their dependencies "
+                             "(the operator adds packages with c.NeuroLibre.data_packages).")  # fmt: skip
                 raise JobFailed(f"Fetching dataset {spec.label} failed: {why}. "
-                                "See the data log for details.")  # fmt: skip
+                                f"See the data log for details.{where}")  # fmt: skip
             src = data_dir / name
             if src.is_symlink() or not src.is_dir():
                 raise JobFailed(f"Fetching dataset {spec.label} failed: repo2data left no "
@@ -382,15 +435,22 @@ class DatasetStore:
             "smaller dataset, or ask the operator to raise the limit."
         )
 
-    async def _run(self, ctx: JobContext, spec: DatasetSpec, env_prefix: Path | None,
+    async def _data_environment(self, ctx: JobContext) -> ServiceEnvironment:
+        """The service's data environment, built now if this is its first use (once)."""
+        try:
+            return await self.environments.ensure("data", self.packages, say=ctx.say)
+        except ServiceEnvironmentError as e:
+            raise JobFailed(f"{e}\nA src that is Python code cannot run until it is built; a "
+                            "URL, DOI or repository as src does not need it.") from None  # fmt: skip
+
+    async def _run(self, ctx: JobContext, spec: DatasetSpec, env: ServiceEnvironment | None,
                    staging: Path, args: list[str]) -> int:  # fmt: skip
-        python = Path(self.python)
-        tools = {Path(sys.prefix), Path(sys.base_prefix), python.resolve().parent.parent}
-        if env_prefix is not None:
-            env_prefix = Path(env_prefix)
-            tools.add(env_prefix)
-            # the interpreter the service recorded, never what the environment's links say
-            tools.update(base_prefixes(env_prefix))
+        if env is None:  # the service's repo2data, and the tools installed with it
+            python = Path(self.python)
+            tools = {Path(sys.prefix), Path(sys.base_prefix), python.resolve().parent.parent}
+        else:  # the data environment's repo2data, python3 and fetchers; read-only
+            python = env.bin("python")
+            tools = {env.prefix, env.base_prefix}
         readable = sorted(t for t in tools if t != Path("/") and t.exists())
         prlimit = shutil.which("prlimit")
         if prlimit is None:
@@ -401,11 +461,12 @@ class DatasetStore:
                 str(python), "-I", "-u", "-c", DRIVER, *args]  # fmt: skip
         await asyncio.to_thread(self.sandbox.lend, staging)
         wrapped = self.sandbox.wrap(argv, writable=[staging], readable=readable, cwd=staging)
-        env = self.sandbox.env(
-            path_prefix=[str(env_prefix / "bin")] if env_prefix is not None else [],
+        environ = self.sandbox.env(
+            path_prefix=[str(python.parent)],
             extra={"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"},
         )
-        where = f" with {env_prefix / 'bin' / 'python3'}" if spec.is_code else ""
+        where = (f" in the service's data environment ({env.prefix.name}: "
+                 f"{', '.join(env.packages)}), with {env.bin('python3')}") if env else ""  # fmt: skip
         ctx.say(
             f"Fetching dataset {spec.label} with repo2data{where} (size limit "
             f"{human_size(self.size_limit)}, time limit {duration(self.time_limit)})."
@@ -418,7 +479,7 @@ class DatasetStore:
         else:
             ctx.say("!! repo2data runs unconfined (sandbox = 'none').")
 
-        run = asyncio.ensure_future(ctx.run(wrapped, cwd=staging, env=env))
+        run = asyncio.ensure_future(ctx.run(wrapped, cwd=staging, env=environ))
         too_large = False
         try:
             async with asyncio.timeout(self.time_limit):
@@ -557,9 +618,11 @@ def _when(dt: datetime | None) -> str:
 
 
 __all__ = [
+    "DEFAULT_DATA_PACKAGES",
     "DataError",
     "DatasetSpec",
     "DatasetStore",
+    "data_packages",
     "human_size",
     "parse_requirement",
     "requirement_key",

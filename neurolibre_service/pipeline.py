@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from . import checks, sources
 from .books import BookError, BookRunner, find_book
-from .datasets import DataError, DatasetStore, in_environment, parse_requirement
+from .datasets import DataError, DatasetStore, parse_requirement
 from .db import Build, Database, Dataset, Job, JobStatus, Preprint
 from .environments.manager import EnvironmentManager
 from .jobs import JobContext, JobFailed
@@ -120,10 +120,9 @@ class Pipeline:
             async with self.stage(ctx, build.id, "environment") as sctx:
                 key = await self.environment(sctx, build.id, checkout)
             runtime = await self.environments.runtime(key)
-            # a dataset whose src is Python code runs only in a local virtual environment
-            env_prefix = Path(runtime.location) if runtime.backend == "local" else None
+            # a src that is Python code runs in the service's data environment, on any backend
             async with self.stage(ctx, build.id, "data") as sctx:
-                data = await self.data(sctx, build.id, checkout, env_prefix, key)
+                data = await self.data(sctx, build.id, checkout)
             async with self.stage(ctx, build.id, "book") as sctx:
                 await self.book(sctx, build.id, preprint.id, checkout, runtime.location, key,
                                 data, out_dir)  # fmt: skip
@@ -186,8 +185,8 @@ class Pipeline:
 
         return await self.environments.ensure_runtime(ctx, checkout, attach)
 
-    async def data(self, ctx: JobContext, build_id: int, checkout: Path,
-                   env_prefix: Path | None, runtime_key: str) -> list[tuple[str, Path]]:  # fmt: skip
+    async def data(self, ctx: JobContext, build_id: int,
+                   checkout: Path) -> list[tuple[str, Path]]:  # fmt: skip
         rel = next((r for r in DATA_REQUIREMENT if (checkout / r).is_file()), None)
         if rel is None:
             ctx.say("No data_requirement.json: this preprint needs no data.")
@@ -198,8 +197,7 @@ class Pipeline:
             raise JobFailed(str(e)) from None
         mounts: list[tuple[str, Path]] = []
         for spec in specs:
-            spec = in_environment(spec, runtime_key)
-            ds = await self.datasets.ensure(ctx, spec, env_prefix=env_prefix)
+            ds = await self.datasets.ensure(ctx, spec)
             # linked at once: an admin cannot delete a dataset a running build uses
             async with self.db.session() as s:
                 b = await s.get(Build, build_id)

@@ -1,41 +1,67 @@
 """An author's binder/data_requirement.json: datasets fetched once by repo2data, confined.
 
 Real parts throughout: a SQLite database with the migrations, the durable job queue, bubblewrap,
-repo2data in its own process, and an HTTP server on 127.0.0.1 that counts its requests.
+repo2data in its own process, and an HTTP server on 127.0.0.1 that counts its requests. A src
+that is Python code runs in the service's data environment, built here once per module from
+the local package index (repo2data, nilearn, and a package an operator added).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
-from neurolibre_service.datasets import DataError, DatasetStore, human_size, parse_requirement
+from neurolibre_service.datasets import (
+    DEFAULT_DATA_PACKAGES,
+    DataError,
+    DatasetStore,
+    data_packages,
+    human_size,
+    parse_requirement,
+    requirement_key,
+)
 from neurolibre_service.db import Build, Database, Dataset, Job, JobStatus, Preprint
-from neurolibre_service.environments.local import seal_environment
+from neurolibre_service.environments.service_envs import ServiceEnvironment, ServiceEnvironments
 from neurolibre_service.errors import Conflict, NotFound
 from neurolibre_service.jobs import JobQueue
 from neurolibre_service.logs import LogStore, Redactor
 from neurolibre_service.sandbox import Sandbox
 
 from .conftest import need
+from .support.dataenv import serve_data_wheels
 from .support.dataserver import DataServer, tar_gz_bytes, zip_bytes
+from .support.pkgindex import PackageIndex
+
+# a package the operator adds to the data environment (c.NeuroLibre.data_packages)
+DATAFETCH = """
+import os, sys
+
+
+def fetch(dst):
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(dst, "made-by.txt"), "w") as f:
+        f.write(f"datafetch CLEAN from {__file__} in {sys.prefix}")
+"""
 
 
 class Site:
     """The service's data side: a store, a job queue whose jobs fetch a requirement file."""
 
-    def __init__(self, root: Path, db: Database, **limits):
+    def __init__(self, root: Path, db: Database, envs: ServiceEnvironments, packages, **limits):
         self.root = root
         self.db = db
-        self.store = DatasetStore(db, root / "datasets", Sandbox("bwrap"), **limits)
+        self.store = DatasetStore(db, root / "datasets", Sandbox("bwrap"), environments=envs,
+                                  packages=packages, **limits)  # fmt: skip
         self.logs = LogStore(root / "logs", Redactor())
         self.queue = JobQueue(db, self.logs, {"data": self._runner}, concurrency=2)
         self.finished: dict[int, asyncio.Event] = {}
@@ -47,14 +73,11 @@ class Site:
             event.set()
 
         ctx.data["on_finish"] = on_finish
-        prefix = ctx.params.get("env_prefix")
         for spec in parse_requirement(ctx.params["requirement"]):
-            await self.store.ensure(ctx, spec, env_prefix=Path(prefix) if prefix else None)
+            await self.store.ensure(ctx, spec)
 
-    async def submit(self, requirement: dict, env_prefix: Path | None = None) -> int:
-        params = {"requirement": json.dumps(requirement),
-                  "env_prefix": str(env_prefix) if env_prefix else None}  # fmt: skip
-        job = await self.queue.submit("data", "alice", params)
+    async def submit(self, requirement: dict) -> int:
+        job = await self.queue.submit("data", "alice", {"requirement": json.dumps(requirement)})
         self.finished[job.id] = asyncio.Event()
         self.queue.wake()
         return job.id
@@ -65,8 +88,13 @@ class Site:
             job = await s.get(Job, job_id)
         return job, (self.root / "logs" / f"job-{job_id}.log").read_text()
 
-    async def build(self, requirement: dict, env_prefix: Path | None = None) -> tuple[Job, str]:
-        return await self.result(await self.submit(requirement, env_prefix))
+    async def build(self, requirement: dict) -> tuple[Job, str]:
+        return await self.result(await self.submit(requirement))
+
+    def key(self, requirement: dict) -> str:
+        """The store key of a one-dataset requirement."""
+        (spec,) = parse_requirement(json.dumps(requirement))
+        return self.store.keyed(spec).key
 
     async def row(self, key: str) -> Dataset | None:
         async with self.db.session() as s:
@@ -88,8 +116,36 @@ def data_server():
     server.close()
 
 
+@pytest.fixture(scope="module")
+def operator_package(pkg_index: PackageIndex) -> str:
+    return pkg_index.add_sdist(pkg_index.sdists, "nl-datafetch", "1.0", "",
+                               modules={"datafetch": DATAFETCH})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def packages(operator_package) -> tuple[str, ...]:
+    """The data environment's packages: the defaults and one the operator added."""
+    return data_packages([operator_package])
+
+
+@pytest.fixture(scope="module")
+def data_envs(tmp_path_factory, pkg_index) -> ServiceEnvironments:
+    """The service's environments, built from the local index (never the internet)."""
+    sandbox = Sandbox("bwrap", extra_env={"UV_DEFAULT_INDEX": pkg_index.url})
+    return ServiceEnvironments(tmp_path_factory.mktemp("service-environments"), sandbox)
+
+
+@pytest.fixture(scope="module")
+async def data_env(data_envs, pkg_index, packages) -> ServiceEnvironment:
+    """The data environment, built once for the module (the store would build it on the
+    first code src; building it here keeps each test's log and time its own)."""
+    need("bubblewrap", bool(shutil.which("bwrap")))
+    serve_data_wheels(pkg_index)
+    return await data_envs.ensure("data", packages)
+
+
 @pytest.fixture
-async def site(tmp_path):
+async def site(tmp_path, data_envs, packages):
     need("bubblewrap", bool(shutil.which("bwrap")))
     need("prlimit (util-linux)", bool(shutil.which("prlimit")))
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
@@ -97,7 +153,7 @@ async def site(tmp_path):
     made: list[Site] = []
 
     async def make(**limits) -> Site:
-        s = Site(tmp_path / f"site{len(made)}", db, **limits)
+        s = Site(tmp_path / f"site{len(made)}", db, data_envs, packages, **limits)
         await s.queue.start()
         made.append(s)
         return s
@@ -106,39 +162,6 @@ async def site(tmp_path):
     for s in made:
         await s.queue.stop()
     await db.close()
-
-
-@pytest.fixture(scope="module")
-def preprint_env(tmp_path_factory) -> Path:
-    """A preprint's environment: a venv with a library that downloads its data."""
-    env = tmp_path_factory.mktemp("env") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    seal_environment(env, Path(sys.executable).resolve(), "venv")  # as the local builder does
-    site_packages = next((env / "lib").glob("python3*/site-packages"))
-    (site_packages / "brainfetch.py").write_text(
-        textwrap.dedent("""
-        import json, os, sys, time
-
-
-        def attempt(path):
-            try:
-                with open(path, "w") as f:
-                    f.write("escaped")
-                return "written"
-            except OSError as e:
-                return type(e).__name__
-
-
-        def fetch(dst, escapes=()):
-            os.makedirs(dst, exist_ok=True)
-            report = {"prefix": sys.prefix, "escapes": {p: attempt(p) for p in escapes}}
-            with open(os.path.join(dst, "report.json"), "w") as f:
-                json.dump(report, f)
-            with open(os.path.join(dst, "atlas.csv"), "w") as f:
-                f.write("region,volume\\nhippocampus,4200\\n")
-    """)
-    )
-    return env
 
 
 def one(src: str, name: str, **extra) -> dict:
@@ -303,37 +326,147 @@ async def test_a_missing_file_fails_at_once_with_the_http_answer(site, data_serv
     assert await s.store.list() == []
 
 
-async def test_python_code_runs_with_the_environment_and_writes_only_its_data(
-    site, preprint_env, tmp_path
+# -- Python code as src: the service's data environment ---------------------------------------
+
+# what a src can try from inside its fetch: each attempt reports what happened, never raises
+ATTEMPT = """
+def attempt(path, text, mode="w"):
+    try:
+        with open(path, mode) as f:
+            f.write(text)
+        return "written"
+    except OSError as e:
+        return type(e).__name__
+"""
+
+
+def site_packages(env: ServiceEnvironment) -> Path:
+    return next((env.prefix / "lib").glob("python3*/site-packages"))
+
+
+async def test_code_runs_nilearn_from_the_data_environment_and_lands_where_repo2data_puts_it(
+    site, data_env, data_server, tmp_path
 ):
-    outside = tmp_path / "escaped.txt"
-    system = Path(f"/var/tmp/nl-escape-{time.time_ns()}")
-    in_env = preprint_env / "escaped.txt"
-    escapes = [str(outside), str(system), str(in_env)]
-    src = f"import brainfetch; brainfetch.fetch(_dst, {escapes!r})"
+    # the service itself has no nilearn: the fetcher can only come from the data environment
+    assert importlib.util.find_spec("nilearn") is None
+    atlas = b"\x1f\x8b smith 2009 rsn10"
+    url = data_server.add("/smith/PNAS_Smith09_rsn10.nii.gz", atlas)
+    # repo2data takes a src with "http://" in it for a URL: the code keeps the scheme apart
+    host = data_server.url("/smith/").removeprefix("http:")
+    # the official template's requirement, with a nilearn fetcher whose URL can be given
+    req = {
+        "src": "from nilearn import datasets; import json, os, sys, nilearn; "
+        f"datasets.fetch_atlas_smith_2009(data_dir=_dst, url='http:' + {host!r}, dimension=10); "
+        "json.dump({'prefix': sys.prefix, 'nilearn': nilearn.__file__, "
+        "'version': nilearn.__version__}, open(os.path.join(_dst, 'report.json'), 'w'));",
+        "dataLayout": "neurolibre",
+        "projectName": "agah_template",
+    }
+    s = await site()
+    job, log = await s.build(req)
+
+    assert job.status == JobStatus.succeeded, log
+    data = s.store.path(s.key(req), "agah_template")
+    assert (data / "smith_2009" / "PNAS_Smith09_rsn10.nii.gz").read_bytes() == atlas
+    report = json.loads((data / "report.json").read_text())
+    assert report["prefix"] == str(data_env.prefix)
+    assert Path(report["nilearn"]).is_relative_to(site_packages(data_env))
+    assert "nilearn==" + report["version"] in data_env.packages
+    assert data_server.count(url.removeprefix(data_server.base)) == 1
+    assert (
+        f"Fetching dataset agah_template with repo2data in the service's data environment "
+        f"({data_env.prefix.name}: {', '.join(data_env.packages)}), with "
+        f"{data_env.bin('python3')}" in log
+    )
+    assert "[fetch_atlas_smith_2009] Downloading data from " + url in log
+
+    # the book sees it at data/<projectName>, where "dataLayout": "neurolibre" puts it: a
+    # notebook's own repo2data (the template lists it) finds it there, downloaded already
+    checkout = tmp_path / "checkout"
+    (checkout / "binder").mkdir(parents=True)
+    (checkout / "binder" / "data_requirement.json").write_text(json.dumps(req))
+    (checkout / "data").mkdir()
+    (checkout / "data" / "agah_template").symlink_to(data)
+    run = subprocess.run(
+        [sys.executable, "-c", "from repo2data.repo2data import Repo2Data; "
+         "print('PATH', Repo2Data('binder/data_requirement.json').install()[0])"],
+        cwd=checkout, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert f"Info : {checkout / 'data' / 'agah_template'} already downloaded" in run.stdout
+    assert f"PATH {checkout / 'data' / 'agah_template'}" in run.stdout
+    assert data_server.count(url.removeprefix(data_server.base)) == 1
+
+
+async def test_an_operator_package_serves_src_and_no_fetch_can_change_the_data_environment(
+    site, data_env, tmp_path
+):
+    sp = site_packages(data_env)
+    targets = {
+        "module": sp / "datafetch.py",  # replace the package the next fetch imports
+        "pth": sp / "nl-evil.pth",  # code every later python of the environment runs
+        "nilearn": sp / "nilearn" / "__init__.py",
+        "outside": tmp_path / "escaped.txt",
+        "system": Path(f"/var/tmp/nl-escape-{time.time_ns()}"),
+    }
+    poison = {
+        "module": "def fetch(d):\n    import os; os.makedirs(d, exist_ok=True); "
+        "open(os.path.join(d, 'made-by.txt'), 'w').write('POISONED')\n",
+        "pth": "import sys; sys.stderr.write('POISONED by a .pth\\n')\n",
+        "nilearn": "\nraise SystemExit('POISONED nilearn')\n",
+        "outside": "escaped",
+        "system": "escaped",
+    }
+    before = {k: p.read_bytes() for k, p in targets.items() if p.exists()}
+    attack = (
+        "import json, os;\n" + ATTEMPT
+        + "os.makedirs(_dst, exist_ok=True)\n"
+        + f"targets = {({k: str(p) for k, p in targets.items()})!r}\n"
+        + f"poison = {poison!r}\n"
+        + "report = {k: attempt(p, poison[k], 'a' if k == 'nilearn' else 'w') "
+        "for k, p in targets.items()}\n"
+        + "json.dump(report, open(os.path.join(_dst, 'report.json'), 'w'))\n"
+    )  # fmt: skip
     s = await site()
     try:
-        job, log = await s.build(one(src, "atlas"), env_prefix=preprint_env)
+        job, log = await s.build(one(attack, "attack"))
     finally:
-        system.unlink(missing_ok=True)
+        targets["system"].unlink(missing_ok=True)
     assert job.status == JobStatus.succeeded, log
-    (spec,) = parse_requirement(json.dumps(one(src, "atlas")))
-    data = s.store.path(spec.key, "atlas")
-    report = json.loads((data / "report.json").read_text())
-    assert report["prefix"] == str(preprint_env)
-    assert (data / "atlas.csv").read_text().startswith("region,volume")
-    # the system and the environment are read-only; /tmp is private to the fetch
-    assert report["escapes"][str(system)] == "OSError"
-    assert report["escapes"][str(in_env)] == "OSError"
-    assert not outside.exists() and not in_env.exists()
-    assert f"with repo2data with {preprint_env / 'bin' / 'python3'}" in log
+    report = json.loads((s.store.path(s.key(one(attack, "attack")), "attack") /
+                         "report.json").read_text())  # fmt: skip
+    # the data environment is read-only to fetches (and the system; /tmp is private)
+    assert set(report) == set(targets) and "written" not in report.values(), report
+    assert {k: p.read_bytes() for k, p in targets.items() if p.exists()} == before
+    assert (sp / "datafetch.py").read_text() == DATAFETCH
+
+    # the next fetch, another preprint's, imports the operator's package as it was built
+    job, log = await s.build(one("import datafetch; datafetch.fetch(_dst)", "honest"))
+    assert job.status == JobStatus.succeeded, log
+    made = (s.store.path(s.key(one("import datafetch; datafetch.fetch(_dst)", "honest")),
+                         "honest") / "made-by.txt").read_text()  # fmt: skip
+    assert made == f"datafetch CLEAN from {sp / 'datafetch.py'} in {data_env.prefix}"
+    assert "POISONED" not in log
 
 
-async def test_python_code_past_the_time_limit_is_stopped_with_its_processes(site, preprint_env):
+async def test_code_importing_the_preprints_own_package_says_where_src_runs(site, data_env):
+    s = await site()
+    job, log = await s.build(one("import brainfetch; brainfetch.fetch(_dst)", "atlas"))
+    assert job.status == JobStatus.failed, log
+    assert "ModuleNotFoundError: No module named 'brainfetch'" in log
+    assert job.error == (
+        "Fetching dataset atlas failed: the Python code in src failed (exit status 1); its "
+        "output is above. See the data log for details. src runs with the service's data "
+        f"environment, not the preprint's: it can import {', '.join(data_env.packages)} and "
+        "their dependencies (the operator adds packages with c.NeuroLibre.data_packages)."
+    )
+    assert s.store_entries() == []
+
+
+async def test_python_code_past_the_time_limit_is_stopped_with_its_processes(site, data_env):
     marker = f"nl-data-sleep-{time.time_ns()}"
     src = f"import time; time.sleep(60); print({marker!r})"
     s = await site(time_limit=1.5)
-    job, log = await s.build(one(src, "sleepy"), env_prefix=preprint_env)
+    job, log = await s.build(one(src, "sleepy"))
     assert job.status == JobStatus.failed, log
     assert job.error == (
         "Fetching dataset sleepy took longer than the time limit of 1.5 seconds "
@@ -343,11 +476,50 @@ async def test_python_code_past_the_time_limit_is_stopped_with_its_processes(sit
     assert s.store_entries() == []
 
 
-async def test_python_code_without_an_environment_is_refused(site):
+async def test_code_datasets_are_keyed_by_the_data_environment_and_old_keys_stay(
+    site, data_env, data_envs, tmp_path
+):
+    code = one("import os; os.makedirs(_dst, exist_ok=True); open(os.path.join(_dst, 'v'), 'w').write('1')",
+               "made")  # fmt: skip
+    url = one("https://x.org/d.zip", "d")
     s = await site()
-    job, _ = await s.build(one("import os; os.makedirs(_dst)", "nowhere"))
-    assert job.status == JobStatus.failed
-    assert "src is Python code, which runs in the preprint's own environment" in job.error
+    # a URL's key is its requirement's; code's also names the data environment
+    assert s.key(url) == requirement_key(url)
+    assert s.key(code) != requirement_key(code)
+    other = DatasetStore(s.db, tmp_path / "other", Sandbox("bwrap"), environments=data_envs,
+                         packages=data_packages(["nilearn==0.13.0"]))  # fmt: skip
+    (code_spec,) = parse_requirement(json.dumps(code))
+    (url_spec,) = parse_requirement(json.dumps(url))
+    assert other.keyed(code_spec).key not in (s.key(code), code_spec.key)
+    assert other.keyed(url_spec).key == s.key(url)
+
+    # a dataset made before (keyed by the preprint's environment): untouched, still listed,
+    # deletable once unused; the same src now makes the data environment's dataset
+    old = hashlib.sha256(f"{code_spec.key}:some-runtime".encode()).hexdigest()
+    async with s.db.session() as db:
+        db.add(Dataset(key=old, project_name="made", requirement=code, status="ready",
+                       size_bytes=1))  # fmt: skip
+        await db.commit()
+    (s.store.root / old / "made").mkdir(parents=True)
+    job, log = await s.build(code)
+    assert job.status == JobStatus.succeeded, log
+    assert "Fetching dataset made" in log
+    assert sorted(s.store_entries()) == sorted([old, s.key(code)])
+    assert {d["key"] for d in await s.store.list()} == {old, s.key(code)}
+    await s.store.delete(old)
+    assert s.store_entries() == [s.key(code)]
+
+
+def test_the_operator_adds_data_packages_or_replaces_a_default_pin():
+    assert data_packages() == DEFAULT_DATA_PACKAGES
+    assert DEFAULT_DATA_PACKAGES[0] == f"repo2data=={version('repo2data')}"
+    assert data_packages(["datalad-osf", "Nilearn==0.13.0"]) == (
+        DEFAULT_DATA_PACKAGES[0],
+        "Nilearn==0.13.0",
+        "datalad-osf",
+    )
+    with pytest.raises(ValueError, match=r"c.NeuroLibre.data_packages: 'nilearn=>1' is not a "):
+        data_packages(["nilearn=>1"])
 
 
 def _has(proc: Path, marker: str) -> bool:
@@ -453,6 +625,11 @@ def test_a_requirement_is_keyed_by_what_it_fetches_not_where_it_goes():
         ('{"projectName": "d"}', "src is missing"),
         ('{"src": "somewhere", "projectName": "d"}', "does not know how to fetch src 'somewhere'"),
         ('{"src": "https://x.org/d.zip"}', "projectName None is missing or unsafe"),
+        (
+            '{"src": "import lib; lib.get(\'https://x.org/d.zip\', _dst)", "projectName": "d"}',
+            "src is Python code with a URL in it, and repo2data takes any src containing "
+            "http:// or https:// for a URL",
+        ),
         ('{"src": "https://x.org/d.zip", "projectName": "../up"}', "'../up' is missing or unsafe"),
         (
             '{"a": {"src": "https://x.org/1", "projectName": "d"},'

@@ -4,7 +4,7 @@ Each attack is one a session tried against the embedded default (issue 11): a no
 unmounts the sandbox's /tmp to read the hub's cookie secret, remounts / read-write, reads a
 root-only file, allocates more memory than allowed, calls the hub; a package whose setup.py
 points the new environment at the hub's data directory; a symbolic link that publishes a file
-of the host; a dataset made by code that another author's preprint would reuse.
+of the host; a dataset's code that changes what the next author's dataset code runs with.
 
 Each test asserts what the user sees (the preview, the logs, the email) and that nothing
 escaped: a canary file outside the sandbox is never read or written, and the hub's secrets
@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from .conftest import follow_log
+from .support.dataenv import serve_data_wheels
 from .support.preprints import notebook, preprint
 from .support.repos import make_repo
 
@@ -108,12 +109,38 @@ for line in open('/proc/self/mountinfo'):
         open(os.path.join(where, 'EVIL-RAN'), 'w').write(cfg)
 """
 
-LIB = (
-    "import os\n\ndef download(d):\n    os.makedirs(d, exist_ok=True)\n"
-    "    open(os.path.join(d, 'values.txt'), 'w').write({word!r})\n"
+# Issue 11, attack 3, as datasets are made now: a src that is Python code runs in the service's
+# data environment (repo2data, nilearn), shared by every preprint. Bob's code tries to change
+# that environment (nilearn, repo2data, a .pth every later python runs) so that the next
+# author's code runs his; it is read-only to fetches. (A dataset made by code is keyed by its
+# src and the data environment's packages: an author's environment no longer plays a part, so
+# the same src text from two preprints is rightly the same dataset, as for a URL.)
+BOB_SRC = (
+    "import os, sys, nilearn, repo2data;\n"
+    "def attempt(path, text, mode):\n"
+    "    try:\n"
+    "        with open(path, mode) as f:\n"
+    "            f.write(text)\n"
+    "        return 'written'\n"
+    "    except OSError as e:\n"
+    "        return type(e).__name__\n"
+    "lib = os.path.dirname(os.path.dirname(nilearn.__file__))\n"
+    "tries = [attempt(os.path.join(lib, 'nilearn', '__init__.py'), '\\nprint(\"POISONED\")\\n', 'a'),\n"
+    "         attempt(os.path.join(lib, 'nl-evil.pth'), 'import sys; print(\"POISONED\")\\n', 'w'),\n"
+    "         attempt(os.path.join(os.path.dirname(repo2data.__file__), 'repo2data.py'), '', 'w')]\n"
+    "os.makedirs(_dst, exist_ok=True)\n"
+    "open(os.path.join(_dst, 'values.txt'), 'w').write(' '.join(['BOB', *tries, sys.prefix]))\n"
 )
-DATA = {"src": "import mylib; mylib.download(_dst)", "dst": "./data", "projectName": "values"}
+ALICE_SRC = (
+    "from nilearn import datasets; import os, sys, nilearn; os.makedirs(_dst, exist_ok=True); "
+    "open(os.path.join(_dst, 'values.txt'), 'w').write('CLEAN nilearn ' + nilearn.__version__);"
+)
+DATA = {"src": BOB_SRC, "dst": "./data", "projectName": "values"}
 READ_DATA = "print('values', open('../data/values/values.txt').read())"
+# the author's own kernel has no nilearn: the data's code did not run there
+AUTHOR_NILEARN = (
+    "import importlib.util\nprint('author nilearn', importlib.util.find_spec('nilearn'))"
+)
 
 
 def secrets_of(hub) -> list[str]:
@@ -156,11 +183,10 @@ async def test_a_hostile_preprint_reaches_nothing_outside_its_sandbox(
     hub_secret = hub.data / "jupyterhub_cookie_secret"
     evil = pkg_index.add_sdist(pkg_index.sdists, "nl-evil", "1.0",
                                EVIL_SETUP.replace("{hub_data}", str(hub.data)))  # fmt: skip
-    bob_lib = pkg_index.add_sdist(pkg_index.sdists, "nl-mylib", "1.0", "",
-                                  modules={"mylib": LIB.format(word="POISONED")})  # fmt: skip
+    serve_data_wheels(pkg_index)  # the service's data environment installs from it
     nb = attack_notebook(hub_secret, canary, hub.port)
-    files = preprint({"analysis": nb, "values": notebook(READ_DATA)}, data=DATA)
-    files["binder/requirements.txt"] += f"{evil}\n{bob_lib}\n"
+    files = preprint({"analysis": nb, "values": notebook(READ_DATA, AUTHOR_NILEARN)}, data=DATA)
+    files["binder/requirements.txt"] += f"{evil}\n"
     repo, _ = new_repo(files)
 
     async with hub.token_client("bob") as bob:
@@ -179,7 +205,13 @@ async def test_a_hostile_preprint_reaches_nothing_outside_its_sandbox(
     assert "memory limit held" in page
     assert "hub unreachable" in page
     assert "hub data visible False" in page
-    assert "values POISONED" in values  # bob's own library made bob's data
+    # bob's data was made by the data environment's python, which his code could not change;
+    # his own kernel has no nilearn
+    data_envs = hub.service_data / "service-environments"
+    assert re.search(rf"values BOB \w+Error \w+Error \w+Error {data_envs}/data-\w+\n", values), (
+        values
+    )
+    assert "author nilearn None" in values
     # nothing escaped: not the canary, not the hub's secrets, anywhere
     mails = [m for m in hub.mails() if m["To"] == "bob@example.org"]
     seen = page + leak + logs + "".join(m.as_string() for m in mails)
@@ -198,17 +230,22 @@ async def test_a_hostile_preprint_reaches_nothing_outside_its_sandbox(
     assert os.stat(env / "pyvenv.cfg").st_uid == 0
     assert not os.stat(env / "bin").st_mode & 0o022
 
-    # issue 11, attack 3: alice's preprint asks for the same dataset text with her own
-    # (honest) library; bob's poisoned data is not reused for her
-    alice_lib = pkg_index.add_sdist(pkg_index.sdists, "nl-mylib", "2.0", "",
-                                    modules={"mylib": LIB.format(word="CLEAN")})  # fmt: skip
-    files = preprint({"values": notebook(READ_DATA)}, data=DATA)
-    files["binder/requirements.txt"] += f"{alice_lib}\n"
+    # the data environment is the service's: owned by it, writable by nobody else
+    (data_env,) = [p for p in data_envs.glob("data-*") if p.is_dir()]
+    assert os.stat(data_env / "bin").st_uid == 0
+    assert not os.stat(data_env / "bin").st_mode & 0o022
+    assert not list(data_env.glob("lib/python3*/site-packages/nl-evil.pth"))
+
+    # issue 11, attack 3: alice's dataset code runs next, with nilearn, in the same data
+    # environment: nothing of bob's runs
+    files = preprint({"values": notebook(READ_DATA)}, data={**DATA, "src": ALICE_SRC})
     repo, _ = new_repo(files)
     async with hub.token_client("alice") as alice:
         mine, logs = await submit_and_finish(alice, repo, "")
         assert mine["status"] == "succeeded", (mine["error"], logs[-3000:])
-        assert "values CLEAN" in outputs(await preview(hub, alice, mine["id"], "values.html"))
+        values = outputs(await preview(hub, alice, mine["id"], "values.html"))
+        assert "values CLEAN nilearn 0." in values, values
+    assert "POISONED" not in logs
     assert mine["datasets"][0]["key"] != build["datasets"][0]["key"]
 
 

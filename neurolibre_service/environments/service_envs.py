@@ -76,13 +76,17 @@ class ServiceEnvironments:
         env = self.spec(name, packages, python)
         if env.ready:
             return env
-        lock = self._locks.setdefault(env.prefix, asyncio.Lock())
+        # one build at a time per uv cache: builds share it, and each lends it to the build user
+        # and takes it back when it ends (a concurrent build would lose write access mid-install)
+        lock = self._locks.setdefault(self.uv_cache, asyncio.Lock())
         async with lock:
             if env.ready:
                 return env
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-            # another process on the same data directory (`neurolibre build`) may build it too
-            with open(self.root / f".{env.prefix.name}.lock", "w") as fh:  # noqa: ASYNC230 (tiny, local)
+            await asyncio.to_thread(self.uv_cache.parent.mkdir, parents=True, exist_ok=True)
+            # ... and across instances and processes on the same data directory (the service's
+            # environments for servers and for data, `neurolibre build`)
+            with open(f"{self.uv_cache}.lock", "w") as fh:  # noqa: ASYNC230 (tiny, local)
                 await asyncio.to_thread(fcntl.flock, fh, fcntl.LOCK_EX)
                 try:
                     if not env.ready:
