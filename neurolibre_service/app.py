@@ -25,7 +25,7 @@ from traitlets.config import Application
 from . import __version__
 from .books import BookRunner, DockerBookRunner, LocalBookRunner
 from .checks_runner import CheckRunner
-from .datasets import DatasetStore
+from .datasets import DatasetStore, data_packages
 from .db import Database
 from .environments import BUILDERS, Builder
 from .environments.docker import memory_bytes
@@ -234,6 +234,22 @@ class NeuroLibre(Application):
         past it is stopped.""",
     ).tag(config=True)
     data_time_limit = Float(1800.0, help="Seconds one dataset's fetch may take.").tag(config=True)
+    data_packages = List(
+        Unicode(),
+        help="""Packages added to the service's data environment, where a data_requirement.json
+        src that is Python code runs (as NeuroLibre runs it: with the service's fetchers, never
+        the preprint's packages). It always has repo2data (the service's version) and nilearn
+        (datasets.DEFAULT_DATA_PACKAGES); a package named here replaces the default of the same
+        name, e.g. ["nilearn==0.13.0", "templateflow==24.2.2"]. Built once per list, on first
+        use, under data_dir/service-environments. Changing it gives datasets made by code new
+        keys: fetched again when next needed, the old ones stay until an admin deletes them.""",
+    ).tag(config=True)
+
+    @validate("data_packages")
+    def _valid_data_packages(self, proposal) -> list[str]:
+        data_packages(proposal["value"])  # ValueError naming the bad line
+        return proposal["value"]
+
     check_time_limit = Float(
         60.0,
         help="""Seconds the layout check of a repository may take (it runs confined in a child
@@ -389,6 +405,7 @@ class NeuroLibre(Application):
                                          datasets_root=data / "datasets",
                                          checker=checker)  # fmt: skip
         self.datasets = DatasetStore(self.db, data / "datasets", sandbox,
+                                     packages=data_packages(self.data_packages),
                                      size_limit=self.data_size_limit,
                                      time_limit=self.data_time_limit)  # fmt: skip
         self.books: BookRunner
