@@ -31,6 +31,11 @@ from .environments import BUILDERS, Builder
 from .environments.docker import memory_bytes
 from .environments.local import LocalBuilder
 from .environments.manager import EnvironmentManager
+from .environments.service_envs import (
+    ServiceEnvironment,
+    ServiceEnvironmentError,
+    ServiceEnvironments,
+)
 from .handlers import routes
 from .handlers.base import UnknownPath
 from .handlers.preview import PreviewSigner
@@ -307,7 +312,19 @@ class NeuroLibre(Application):
     ).tag(config=True)
 
     hub_version = Unicode(
-        help="The hub's version (environments get a matching jupyterhub). Default: asked from the hub."
+        help="The hub's version (the server environment gets a matching jupyterhub). Default: asked from the hub."
+    ).tag(config=True)
+
+    server_packages = List(
+        Unicode(),
+        ["jupyterhub=={hub_version}", "jupyterlab"],
+        help="""The Jupyter server stack: the packages of the service's own server environment
+        (built once per list and Python under data_dir/service-environments, at start),
+        where hub servers on local environments run jupyterhub-singleuser and JupyterLab, and
+        MyST books their Jupyter server. `{hub_version}` is replaced by the hub's version.
+        Authors' environments get only their requirements and a kernel
+        (c.LocalBuilder.kernel_packages); the author's kernels, widgets and lab extensions
+        are found through JUPYTER_PATH.""",
     ).tag(config=True)
 
     # -- wiring --------------------------------------------------------------------------
@@ -374,13 +391,18 @@ class NeuroLibre(Application):
                           extra_env=dict(self.build_environment), build_user=self.build_user,
                           limits=self.sandbox_limits())  # fmt: skip
         sandbox.check()
+        hub_version = self.hub_version or await self._ask_hub_version()
         self.builder_impl: Builder = BUILDERS[self.builder](
             parent=self,
             environments_dir=str(data / "environments"),
             uv_cache_dir=str(data / "cache" / "uv"),
             sandbox=sandbox,
-            hub_version=self.hub_version or await self._ask_hub_version(),
+            hub_version=hub_version,
         )
+        # the service's own environments (the Jupyter server stack): built on first use
+        self.server_env_store = ServiceEnvironments(data / "service-environments", sandbox)
+        self._server_packages = [p.format(hub_version=hub_version) for p in self.server_packages]
+        self._server_env_task: asyncio.Task[ServiceEnvironment] | None = None
         for secret in self.builder_impl.secrets():
             self.logs.redact.add(secret)
         self.environments = EnvironmentManager(
@@ -454,8 +476,50 @@ class NeuroLibre(Application):
         self.log.log(level, "%d %s %s %.1fms", status, handler.request.method,
                      handler.request.path, 1000 * handler.request.request_time())  # fmt: skip
 
+    def _server_env_build(self) -> asyncio.Task[ServiceEnvironment]:
+        """The build of the server environment: the current one, or a new one when there is
+        none yet or the last one failed (the operator may have fixed the cause since)."""
+        task = self._server_env_task
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._server_env_task = asyncio.create_task(self._ensure_server_env())
+            # a build nobody awaits (the one at start) has logged its failure already
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def server_environment(self) -> ServiceEnvironment:
+        """The Jupyter server stack's environment (c.NeuroLibre.server_packages), built once;
+        callers wait for that build. Raises ServiceEnvironmentError, with a message for the
+        operator, when it cannot be built; the next call tries again."""
+        # shielded: a caller that gives up (a spawn request timing out) does not stop the build
+        return await asyncio.shield(self._server_env_build())
+
+    async def _ensure_server_env(self) -> ServiceEnvironment:
+        packages = self._server_packages
+        try:
+            env = await self.server_env_store.ensure(
+                "server", packages, say=lambda line: self.log.info("server environment: %s", line)
+            )
+        except Exception as e:
+            self.log.error("The server environment (%s) could not be built: %s",
+                           " ".join(packages), e)  # fmt: skip
+            if isinstance(e, ServiceEnvironmentError):
+                raise
+            raise ServiceEnvironmentError(
+                f"The service's server environment ({' '.join(packages)}) could not be built: {e}"
+            ) from e
+        if not env.bin("jupyterhub-singleuser").is_file():
+            raise ServiceEnvironmentError(
+                f"The service's server environment ({' '.join(packages)}, at {env.prefix}) has "
+                "no jupyterhub-singleuser: c.NeuroLibre.server_packages must include jupyterhub."
+            )
+        return env
+
     async def start_async(self) -> None:
         await self.setup()
+        if isinstance(self.builder_impl, LocalBuilder):
+            # servers on local environments and local MyST books need it: build it now, in
+            # the background, so the first spawn does not wait for it (or waits less)
+            self._server_env_build()
         await self.datasets.recover()
         await self.books.recover()  # before the queue re-runs the jobs of its containers
         try:
@@ -484,6 +548,9 @@ class NeuroLibre(Application):
         self.log.info("Stopping: %s", reasons[0])
         self.server.stop()  # the port is free before the lock is (a next service can bind it)
         await self.queue.stop(reasons[0])
+        if self._server_env_task and not self._server_env_task.done():
+            self._server_env_task.cancel()  # (an unfinished environment is removed)
+            await asyncio.gather(self._server_env_task, return_exceptions=True)
         await self.hub_api.close()
         await self.db.close()
         self.instance_lock.release()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import os
 from typing import Any
 
@@ -25,6 +26,10 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 ALLOWED_OPTIONS = {"environment"}
+# a terminal of a local server, `/bin/sh -c AUTHOR_SHELL <author env>`: what a login shell
+# reads, then the author's environment first on PATH, then the user's shell (interactive)
+AUTHOR_SHELL = ('[ -r /etc/profile ] && . /etc/profile; export PATH="$0/bin:$PATH" '
+                'VIRTUAL_ENV="$0"; exec "${SHELL:-/bin/sh}" -i')  # fmt: skip
 
 
 class NeuroLibreSpawnerMixin(LoggingConfigurable):
@@ -43,8 +48,8 @@ class NeuroLibreSpawnerMixin(LoggingConfigurable):
     def _default_apply_user_options(self):
         return _apply_user_options
 
-    async def _ask(self, path: str, **params: Any) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=30) as client:
+    async def _ask(self, path: str, timeout: float = 30, **params: Any) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=timeout) as client:
             return await client.get(
                 f"{self.neurolibre_url}api/spawner/{path}",
                 params=params,
@@ -87,10 +92,7 @@ class NeuroLibreSpawnerMixin(LoggingConfigurable):
 
     def get_env(self) -> dict:
         env = super().get_env()
-        venv = getattr(self, "_nl_venv", None)
-        if venv:
-            env["PATH"] = f"{venv}/bin{os.pathsep}{env.get('PATH', os.defpath)}"
-            env["VIRTUAL_ENV"] = venv
+        if getattr(self, "_nl_venv", None):
             env["NEUROLIBRE_ENVIRONMENT"] = str(self.user_options.get("environment", ""))
         return env
 
@@ -108,7 +110,13 @@ async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dic
         return
     if not str(env_id).isdigit():
         raise web.HTTPError(400, f"Unknown environment {env_id!r}.")
-    r = await spawner._ask(f"environments/{int(env_id)}", user=spawner.user.name)
+    try:
+        # the service may still be building its server environment (once, at its start)
+        r = await spawner._ask(f"environments/{int(env_id)}", user=spawner.user.name,
+                               timeout=max(30.0, float(spawner.start_timeout)))  # fmt: skip
+    except httpx.HTTPError as e:
+        raise web.HTTPError(503, f"The NeuroLibre service did not answer ({type(e).__name__}); "
+                                 "try again in a minute.") from None  # fmt: skip
     if r.status_code != 200:
         try:
             message = r.json()["message"]
@@ -125,7 +133,16 @@ async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dic
 
 
 class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
-    """Local processes: the server runs the environment's jupyterhub-singleuser."""
+    """Local processes: two environments per server. The server (jupyterhub-singleuser,
+    JupyterLab) runs from the service's own server environment; the author's environment
+    gives the kernel, and its share/jupyter (kernelspec, widgets, lab extensions) is found
+    through JUPYTER_PATH.
+
+    The server process keeps the hub's PATH: it runs programs by name (JupyterLab runs `node`
+    and `npm` at start, Python's platform module `uname`), and the author's bin/ must not
+    provide them. The author's bin comes first where the author's code runs: in the kernel
+    (its kernelspec, written by the service) and in terminals (their shell command below).
+    """
 
     async def start(self):
         ip, port = await super().start()
@@ -147,9 +164,33 @@ class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
     async def _use_environment(self, spec: dict) -> None:
         if spec.get("backend") != "local":
             raise web.HTTPError(400, f"Environment {spec['id']} is not a local environment.")
-        venv = spec["location"]
-        self._nl_venv = venv
-        self.cmd = [os.path.join(venv, "bin", "jupyterhub-singleuser")]
+        if not spec.get("server"):
+            raise web.HTTPError(503, "The NeuroLibre service gave no server environment for "
+                                     f"environment {spec['id']}.")  # fmt: skip
+        self._nl_venv = spec["location"]
+        # never the author's environment's: what the server process runs is the service's
+        self.cmd = [os.path.join(spec["server"], "bin", "jupyterhub-singleuser")]
+
+    def get_args(self) -> list[str]:
+        args = super().get_args()
+        venv = getattr(self, "_nl_venv", None)
+        if venv:
+            # a terminal's shell: the login profile, then the author's environment first
+            shell = ["/bin/sh", "-c", AUTHOR_SHELL, venv]
+            args.append(f"--ServerApp.terminado_settings=shell_command={json.dumps(shell)}")
+        return args
+
+    def get_env(self) -> dict:
+        env = super().get_env()
+        venv = getattr(self, "_nl_venv", None)
+        if venv:
+            # data files only (kernels, lab extensions): the server's configuration and code
+            # come from its own environment (JUPYTER_CONFIG_PATH is not set)
+            jupyter_path = os.path.join(venv, "share", "jupyter")
+            if env.get("JUPYTER_PATH"):  # the operator's, after the author's
+                jupyter_path += os.pathsep + env["JUPYTER_PATH"]
+            env["JUPYTER_PATH"] = jupyter_path
+        return env
 
 
 class NeuroLibreLocalProcessSpawner(NeuroLibreLocalProcessMixin, LocalProcessSpawner):

@@ -8,7 +8,9 @@ index on 127.0.0.1. The builder is driven directly, with a job context that keep
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,14 +133,13 @@ async def test_runtime_txt_in_the_spellings_authors_use(builder, tmp_path, text,
     assert (await builder().recipe(runtime))["python"] == xy
 
 
-async def test_a_python_the_server_packages_cannot_run_on_is_refused_up_front(builder, tmp_path):
+async def test_python_3_8_is_accepted_now_that_the_server_runs_apart(builder, tmp_path):
+    # the hub's server stack (jupyterhub 6: Python >= 3.10) is no longer installed here
     need("pyenv's Python 3.8", pyenv_python("3.8") is not None)
     _repo, runtime = runtime_of(tmp_path, {"binder/runtime.txt": "Python-3.8\n"})
-    with pytest.raises(RuntimeError_) as e:
-        await builder().recipe(runtime)
-    msg = str(e.value)
-    assert "binder/runtime.txt asks for Python 3.8" in msg
-    assert f"jupyterhub=={jupyterhub.__version__}" in msg and ">=3.10" in msg
+    recipe = await builder().recipe(runtime)
+    assert recipe["python"] == "3.8" and recipe["kernel_packages"] == ["ipykernel"]
+    assert "server_packages" not in recipe
 
 
 async def test_a_python_nowhere_is_refused_with_the_places_searched_and_the_pythons_found(
@@ -218,7 +219,7 @@ async def test_post_build_runs_in_the_repository_with_the_environment_active(bui
 
 
 async def test_a_failing_post_build_names_itself_and_its_status(builder, tmp_path):
-    lb = builder(server_packages=["wheel"])  # not needed to fail: a quick install
+    lb = builder(kernel_packages=["wheel"])  # not needed to fail: a quick install
     _repo, runtime = runtime_of(tmp_path, {
         "binder/requirements.txt": "",
         "binder/postBuild": "#!/bin/bash\necho 'about to fail'\nexit 3\n",
@@ -234,9 +235,7 @@ async def test_post_build_cannot_write_outside_the_environment_or_read_root_file
 ):
     # the attack: a postBuild that reads the host's secrets and plants files where later
     # builds, other authors' environments or the service would pick them up
-    lb = builder(
-        server_packages=["wheel"]
-    )  # a quick install: the build stops at postBuild (exit 3)
+    lb = builder(kernel_packages=["wheel"])  # a quick install: the build stops at postBuild
     repo = tmp_path / "hostile"
     repo, runtime = runtime_of(tmp_path, {
         "binder/requirements.txt": "",
@@ -308,3 +307,46 @@ async def test_post_build_is_part_of_the_runtime_key(builder, tmp_path):
     _repo, runtime = runtime_of(tmp_path, {}, "none")
     keys.append(runtime.digest(await lb.recipe(runtime)))
     assert len(set(keys)) == 3
+
+
+# --- the kernel: the service writes its kernelspec --------------------------------------------
+
+
+async def test_the_service_writes_the_kernelspec_and_a_build_cannot_redirect_it(builder, tmp_path):
+    # the attack: postBuild replaces share/jupyter/kernels with a link to a directory of the
+    # service's, so that the service, writing the kernelspec as root, writes there instead
+    outside = tmp_path / "service-files"
+    outside.mkdir()
+    lb = builder()
+    _repo, runtime = runtime_of(tmp_path, {
+        "binder/requirements.txt": "",
+        "binder/postBuild": f"""#!/bin/sh
+            set -e
+            rm -rf "$VIRTUAL_ENV/share/jupyter/kernels"
+            ln -s {outside} "$VIRTUAL_ENV/share/jupyter/kernels"
+            echo planted
+        """,
+    })  # fmt: skip
+    env_dir, ctx = await build(lb, runtime)
+    assert "planted" in ctx.log
+    assert list(outside.iterdir()) == []
+    kernels = env_dir / "share" / "jupyter" / "kernels"
+    assert kernels.is_dir() and not kernels.is_symlink()
+    spec = json.loads((kernels / "python3" / "kernel.json").read_text())
+    # the environment's own python, by absolute path (a bare "python" would be the server's)
+    assert spec["argv"][:3] == [f"{env_dir}/bin/python", "-m", "ipykernel_launcher"]
+    assert spec["env"]["PATH"] == f"{env_dir}/bin:${{PATH}}"
+    assert spec["env"]["VIRTUAL_ENV"] == str(env_dir)
+    assert (kernels / "python3" / "kernel.json").stat().st_uid == os.geteuid()
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert re.search(rf"^Kernel: ipykernel [\d.]+ on Python {version}\.\d+$", ctx.log, re.M)
+    assert not (env_dir / "bin" / "jupyterhub-singleuser").exists()  # the server is elsewhere
+
+
+async def test_an_environment_without_a_kernel_is_refused_with_the_reason(builder, tmp_path):
+    lb = builder(kernel_packages=[])  # the operator took ipykernel out; the author has none
+    _repo, runtime = runtime_of(tmp_path, {"binder/requirements.txt": "wheel\n"})
+    with pytest.raises(JobFailed) as e:
+        await build(lb, runtime)
+    assert "The environment cannot start a kernel: `import ipykernel` failed" in str(e.value)
+    assert "c.LocalBuilder.kernel_packages" in str(e.value)

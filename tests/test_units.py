@@ -132,12 +132,14 @@ def test_options_come_from_a_config_file_and_the_command_line_wins(tmp_path):
     config.write_text(
         "c.NeuroLibre.build_concurrency = 5\n"
         "c.NeuroLibre.build_time_limit = 60\n"
-        "c.LocalBuilder.server_packages = ['jupyterhub=={hub_version}']\n"
+        "c.LocalBuilder.kernel_packages = ['ipykernel==6.29.5']\n"
+        "c.NeuroLibre.server_packages = ['jupyterhub=={hub_version}', 'jupyterlab==4.4.0']\n"
     )
     app = NeuroLibre()
     app.initialize([f"--config={config}", "--time-limit=90", f"--data-dir={tmp_path}/d"])
     assert app.build_concurrency == 5
     assert app.build_time_limit == 90
     assert app.db_url == f"sqlite:///{tmp_path}/d/neurolibre.sqlite"
-    assert app.config.LocalBuilder.server_packages == ["jupyterhub=={hub_version}"]
+    assert app.config.LocalBuilder.kernel_packages == ["ipykernel==6.29.5"]
+    assert app.server_packages == ["jupyterhub=={hub_version}", "jupyterlab==4.4.0"]
     NeuroLibre.clear_instance()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import glob
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from traitlets import Enum, Instance, List, Unicode, default, validate
 from uv import find_uv_bin
@@ -49,6 +47,8 @@ UNSUPPORTED = {
 # repo2docker's runtime.txt, in any case (`Python-3.8` is NeuroLibre's template's spelling)
 RUNTIME_TXT = re.compile(r"python-(\d+\.\d+)(\.\d+)?", re.IGNORECASE)
 MARKER = ".neurolibre-complete"
+KERNEL_NAME = "python3"  # the name notebooks ask for; the server's default kernel
+KERNEL_LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class LocalBuilder(Builder):
     environments_dir = Unicode(help="Where the virtual environments live (set by the service).")
     uv_cache_dir = Unicode(help="uv's package cache, shared by builds (set by the service).")
     sandbox = Instance(Sandbox, help="How build steps are confined (set by the service).")
-    hub_version = Unicode(help="The hub's version: environments get a matching singleuser server.")
+    hub_version = Unicode(help="The hub's version (set by the service; not used by this builder).")
 
     default_python = Unicode(
         help="Python version (X.Y) for repositories without runtime.txt. Default: the service's."
@@ -82,15 +82,14 @@ class LocalBuilder(Builder):
     def _default_python(self) -> str:
         return f"{sys.version_info.major}.{sys.version_info.minor}"
 
-    server_packages = List(
+    kernel_packages = List(
         Unicode(),
-        help="""Packages every environment gets so a hub server can run in it.
-        `{hub_version}` is replaced by the hub's version.""",
+        ["ipykernel"],
+        help="""Packages every environment gets besides its requirements: the kernel a Jupyter
+        server starts in it. The server itself (jupyterhub-singleuser, JupyterLab) runs from
+        the service's own environment (c.NeuroLibre.server_packages), so its pins never meet
+        the author's. The service writes the environment's `python3` kernelspec itself.""",
     ).tag(config=True)
-
-    @default("server_packages")
-    def _default_server_packages(self) -> list[str]:
-        return ["jupyterhub=={hub_version}", "ipykernel", "jupyterlab"]
 
     allowed_index_urls = List(
         Unicode(),
@@ -134,7 +133,7 @@ class LocalBuilder(Builder):
         return find_uv_bin()
 
     def _packages(self) -> list[str]:
-        return [p.format(hub_version=self.hub_version) for p in self.server_packages]
+        return list(self.kernel_packages)
 
     def _python(self, runtime: RuntimeFiles) -> str:
         text = runtime.text("runtime.txt")
@@ -248,29 +247,6 @@ class LocalBuilder(Builder):
             "'automatic')."
         )
 
-    def _server_python_floor(self, xy: str, version: str | None, where: str) -> None:
-        """The hub's server packages go into every environment (for now): refuse up front a
-        Python they cannot install on, rather than fail the install with a resolver error
-        about packages the author never named."""
-        if not any(p.startswith("jupyterhub==") for p in self.server_packages):
-            return
-        try:
-            if importlib.metadata.version("jupyterhub") != self.hub_version:
-                return  # only the installed hub's metadata is known here
-            spec = SpecifierSet(importlib.metadata.metadata("jupyterhub")["Requires-Python"] or "")
-            if Version(version or f"{xy}.0") in spec:
-                return
-        except (importlib.metadata.PackageNotFoundError, InvalidSpecifier, InvalidVersion):
-            return
-        raise RuntimeError_(
-            f"{where}runtime.txt asks for Python {xy}"
-            f"{f' (this machine has {version})' if version else ''}, but every environment the local "
-            f"builder makes also gets the hub's server packages (jupyterhub=={self.hub_version}), "
-            f"which need Python {spec}. Until the server runs apart from the author's "
-            f"environment, name a newer Python in {where}runtime.txt (e.g. python-"
-            f"{self.default_python})."
-        )
-
     async def recipe(self, runtime: RuntimeFiles) -> dict:
         where = "binder/" if runtime.label == "binder" else ""
         for name, what in UNSUPPORTED.items():
@@ -292,9 +268,9 @@ class LocalBuilder(Builder):
         found = await self._find_python(python)
         if found is None and self.python_downloads == "never":
             raise RuntimeError_(await self._not_found(python, where))
-        self._server_python_floor(python, found.version if found else None, where)
-        return {"backend": self.backend, "recipe": 1, "python": python,
-                "server_packages": self._packages()}  # fmt: skip
+        # recipe 2: the server stack no longer goes into authors' environments
+        return {"backend": self.backend, "recipe": 2, "python": python,
+                "kernel_packages": self._packages()}  # fmt: skip
 
     def _requirements(self, runtime: RuntimeFiles) -> Requirements:
         where = "binder/" if runtime.label == "binder" else ""
@@ -354,6 +330,26 @@ class LocalBuilder(Builder):
                 f"{where}postBuild failed with exit status {status}: see its output above. It "
                 "runs after the install, from the repository root, with the environment "
                 "active, and may write only into the environment (the repository is read-only)."
+            )
+
+    async def _check_kernel(self, ctx: JobContext, env_dir: Path) -> None:
+        """The environment can start the kernel its kernelspec names: `import ipykernel`, run
+        as later stages run the environment (confined, read-only: it is the service's now)."""
+        from ..jobs import JobFailed
+
+        code = ("import sys, ipykernel; print('Kernel: ipykernel %s on Python %d.%d.%d' % "
+                "((ipykernel.__version__,) + tuple(sys.version_info[:3])))")  # fmt: skip
+        argv = [str(env_dir / "bin" / "python"), "-c", code]
+        wrapped = self.sandbox.wrap(argv, network=False, cwd=env_dir,
+                                    readable=[env_dir, *base_prefixes(env_dir)])  # fmt: skip
+        env = self.sandbox.env(extra={"PYTHONDONTWRITEBYTECODE": "1"})
+        if await ctx.run(wrapped, cwd=env_dir, env=env):
+            packages = ", ".join(self.kernel_packages) or "none"
+            raise JobFailed(
+                "The environment cannot start a kernel: `import ipykernel` failed (see the log "
+                f"above). Every environment gets {packages} (c.LocalBuilder.kernel_packages) "
+                "besides requirements.txt; if requirements.txt pins a package ipykernel needs "
+                "to a version it cannot use, change that pin."
             )
 
     def location(self, key: str) -> Path:
@@ -455,8 +451,8 @@ class LocalBuilder(Builder):
             await asyncio.to_thread(self.sandbox.reclaim, env_dir)
             await asyncio.to_thread(shutil.rmtree, work, True)
         await asyncio.to_thread(seal_environment, env_dir, interpreter, key)
-        if not (env_dir / "bin" / "jupyterhub-singleuser").is_file():
-            raise JobFailed("The environment has no jupyterhub-singleuser after installing.")
+        await asyncio.to_thread(write_kernelspec, env_dir)
+        await self._check_kernel(ctx, env_dir)
         size = await asyncio.to_thread(du, env_dir)
         ctx.say(f"Environment ready: {env_dir} ({size / 1e6:.0f} MB)")
         return BuiltRuntime(str(env_dir), recipe["python"], size)
@@ -536,3 +532,67 @@ def seal_environment(env_dir: Path, interpreter: Path, key: str) -> None:
     (env_dir / MARKER).write_text(key + "\n")
     record = {"python": str(interpreter), "base_prefix": str(base), "key": key}
     _record_path(env_dir).write_text(json.dumps(record) + "\n")
+
+
+def _real_dir(path: Path) -> None:
+    """path as a directory of its own: a symbolic link or a file a build left there is removed
+    first, so nothing written below it lands elsewhere."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    path.mkdir(mode=0o755, exist_ok=True)
+
+
+def kernelspec(env_dir: Path) -> dict:
+    """The `python3` kernelspec of an environment: its own interpreter, and its bin first on
+    the kernel's PATH (`!cmd`, subprocesses and `VIRTUAL_ENV` are the author's; the server's
+    own PATH does not have it, see spawner.py)."""
+    bin_dir = str(env_dir / "bin")
+    return {
+        "argv": [f"{bin_dir}/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "metadata": {"debugger": True},
+        # string.Template values: jupyter_client fills ${PATH} from the server's environment
+        "env": {"PATH": bin_dir.replace("$", "$$") + os.pathsep + "${PATH}",
+                "VIRTUAL_ENV": str(env_dir).replace("$", "$$")},
+    }  # fmt: skip
+
+
+def write_kernelspec(env_dir: Path) -> Path:
+    """The environment's `python3` kernelspec, written by the service once the environment is
+    its own. ipykernel ships one whose argv[0] is a bare "python", which jupyter_client
+    replaces with the interpreter of the *server* (the service's server environment), so the
+    kernel would run on the wrong Python; this one names the environment's own. The server
+    finds it first (the spawner puts <env>/share/jupyter on JUPYTER_PATH)."""
+    kernels = env_dir / "share" / "jupyter" / "kernels"
+    for d in (env_dir / "share", env_dir / "share" / "jupyter", kernels):
+        _real_dir(d)
+    spec_dir = kernels / KERNEL_NAME
+    logos: dict[str, bytes] = {}  # ipykernel's icons, when they are plain small files
+    if spec_dir.is_dir() and not spec_dir.is_symlink():
+        for name in KERNEL_LOGOS:
+            try:
+                st = (spec_dir / name).lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_size <= 1 << 20:
+                    logos[name] = (spec_dir / name).read_bytes()
+            except OSError:
+                pass
+        shutil.rmtree(spec_dir)
+    elif spec_dir.is_symlink() or spec_dir.exists():
+        spec_dir.unlink()
+    spec_dir.mkdir(mode=0o755)
+    (spec_dir / "kernel.json").write_text(json.dumps(kernelspec(env_dir), indent=1) + "\n")
+    for name, data in logos.items():
+        (spec_dir / name).write_bytes(data)
+    return spec_dir / "kernel.json"
+
+
+def ensure_kernelspec(env_dir: Path) -> None:
+    """An environment built before the service wrote kernelspecs gets one (idempotent)."""
+    spec = env_dir / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
+    try:
+        current = None if spec.is_symlink() else json.loads(spec.read_text())
+    except (OSError, ValueError):
+        current = None
+    if current != kernelspec(env_dir):
+        write_kernelspec(env_dir)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+from pathlib import Path
 
 from tornado import web
 
+from ..environments.local import ensure_kernelspec
+from ..environments.service_envs import ServiceEnvironmentError
 from ..errors import UserError
 from .base import APIHandler, BaseHandler, row_id
 
@@ -83,10 +87,25 @@ class SpawnerAPI(APIHandler):
             self.write_json(await self.nl.servers.ready_environments(user))
             return
         env, info = await self.nl.servers.ready_environment(row_id(env_id, "environment"), user)
-        self.write_json({
+        spec = {
             "id": env.id, "name": env.name, "owner": env.owner,
             "backend": env.runtime.backend, "location": env.runtime.location,
             "python_version": env.runtime.python_version,
             "cpu_limit": info["cpu_limit"], "mem_limit": info["mem_limit"],
             "datasets": await self.nl.preprints.datasets_for(env),
-        })  # fmt: skip
+        }  # fmt: skip
+        if env.runtime.backend == "local":
+            # two environments per server: the service's server stack runs the author's kernel
+            try:
+                server = await self.nl.server_environment()
+            except ServiceEnvironmentError as e:
+                # its first line: the rest (the installer's output) is in the service's log
+                message = str(e).splitlines()[0].rstrip(":.") + "."
+                if "service's log" not in message:
+                    message += " The operator can see why in the service's log."
+                raise UserError(f"{message} No server can start until it is built.",
+                                503) from None  # fmt: skip
+            spec["server"] = str(server.prefix)
+            # environments built before the service wrote their kernelspec get it now
+            await asyncio.to_thread(ensure_kernelspec, Path(env.runtime.location))
+        self.write_json(spec)

@@ -59,6 +59,22 @@ def myst_wheels(cache: Path) -> Path:
     return _wheels(cache, MYST_REQUIREMENTS)
 
 
+# a preprint pinned for Python 3.8 as published ones are: pins the hub's own stack cannot share
+# (jupyterhub 6 needs Python >= 3.10, jsonschema >= 4, SQLAlchemy >= 1.4), and a widget library
+# that ships a prebuilt JupyterLab extension (jupyterlab_widgets)
+PY38_REQUIREMENTS = ["jsonschema==3.2.0", "SQLAlchemy==1.3.24", "ipywidgets==8.1.7"]
+
+
+# what pip download leaves out for another Python: it evaluates environment markers other than
+# python_version with the running interpreter (e.g. `python_full_version < '3.10'`)
+OLD_PYTHON_BACKPORTS = ["typing_extensions", "importlib_metadata", "zipp", "exceptiongroup"]
+
+
+def python_wheels(cache: Path, python: str, reqs: list[str]) -> Path:
+    """Wheels of reqs (and their dependencies) for another Python X.Y than the service's."""
+    return _wheels(cache, [f"--python-version={python}", *reqs, *OLD_PYTHON_BACKPORTS])
+
+
 def _wheels(cache: Path, reqs: list[str]) -> Path:
     stamp_key = hashlib.sha256(" ".join(reqs).encode()).hexdigest()[:16]
     target = cache / f"wheels-{stamp_key}"
