@@ -150,6 +150,7 @@ class Pipeline:
             try:  # links are copied as links: the check finds those that leave the tree
                 await asyncio.to_thread(shutil.copytree, local, checkout, symlinks=True,
                                         ignore=_not_sources, copy_function=_copy_regular)  # fmt: skip
+                await asyncio.to_thread(_owner_writable, checkout)
             except OSError as e:
                 raise JobFailed(_copy_failed(local, e)) from None
         else:
@@ -324,6 +325,18 @@ def _copy_regular(src: str, dst: str) -> str:
     if not stat.S_ISREG(os.lstat(src).st_mode):
         raise shutil.SpecialFileError(f"{src} is not a regular file")
     return shutil.copy2(src, dst)
+
+
+def _owner_writable(top: Path) -> None:
+    """The copy's modes as a git checkout's: an author's read-only folders (a clone kept
+    read-only, a tree unpacked from an archive) must not stop the book writing its _build."""
+    for root, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) | (0o700 if stat.S_ISDIR(mode) else 0o600))
+    os.chmod(top, stat.S_IMODE(os.lstat(top).st_mode) | 0o700)
 
 
 def _copy_failed(local: str, e: OSError) -> str:
