@@ -28,7 +28,8 @@ c.ConfigurableHTTPProxy.pid_file = str(DATA / "jupyterhub-proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{DATA / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 
-# Local use: anyone can log in with the shared password; "admin" administers NeuroLibre.
+# Local use: anyone can log in with the shared password; "admin" administers NeuroLibre and
+# "editor" edits it (reviews and publishes preprints).
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = os.environ.get("NEUROLIBRE_PASSWORD", "neurolibre")
 c.Authenticator.allow_all = True
@@ -127,6 +128,13 @@ c.JupyterHub.load_roles = [
         "name": "neurolibre-admin",
         "scopes": [ADMIN_SCOPE, REVIEW_SCOPE, f"access:services!service={SERVICE_NAME}"],
         "users": ["admin"],
+    },
+    # editors screen, assign reviewers, request changes, accept (publish) or reject submissions;
+    # locally the user "editor" is one (admin is one too, through neurolibre-admin)
+    {
+        "name": "neurolibre-editor",
+        "scopes": [REVIEW_SCOPE, f"access:services!service={SERVICE_NAME}"],
+        "users": ["editor"],
     },
     {
         "name": "neurolibre-service",

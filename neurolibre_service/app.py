@@ -46,6 +46,7 @@ from .metrics import Metrics
 from .notify import Mailer, SMTPSettings
 from .pipeline import Pipeline
 from .preprints import PreprintManager
+from .publishing import Publishing
 from .resources import share_path
 from .sandbox import DEFAULT_BUILD_USER, DEFAULT_PASSTHROUGH, Limits, Sandbox
 from .servers import Servers
@@ -300,6 +301,12 @@ class NeuroLibre(Application):
         return os.environ.get("NEUROLIBRE_SMTP_PASSWORD", "")
 
     mail_from = Unicode("neurolibre@localhost", help="Sender address of emails.").tag(config=True)
+    editors_email = List(
+        Unicode(),
+        help="""Addresses (the editorial team's) that get an email for every review event:
+        submissions, decisions, reviewers, comments. Empty: editors see the queue on the
+        reviews page only. Authors and reviewers are emailed at their own addresses.""",
+    ).tag(config=True)
 
     @validate("smtp_security")
     def _known_security(self, proposal) -> str:
@@ -449,6 +456,11 @@ class NeuroLibre(Application):
         # preview URLs are signed for the reader; a restart only makes readers sign in again
         self.preview_signer = PreviewSigner(os.urandom(32))
         self.hub_api = HubAPI()
+        # submit, review, publish; published versions under data_dir/published (publishing.py)
+        self.publishing = Publishing(self.db, self.preprints, self.datasets, self.mailer,
+                                     root=data / "published", hub_api=self.hub_api,
+                                     public_url=self.public_url, base_url=self.base_url,
+                                     editors_email=self.editors_email)  # fmt: skip
         self.servers = Servers(self.hub_api, self.environments,
                                os.environ.get("JUPYTERHUB_BASE_URL", "/"))  # fmt: skip
         self.templates = jinja2.Environment(

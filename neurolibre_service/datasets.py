@@ -551,6 +551,7 @@ class DatasetStore:
                 ds = await s.get(Dataset, key)
                 if ds is None:
                     raise NotFound(f"No dataset {key!r}.")
+                await _refuse_if_published(s, ds)
                 users = (await self._users([key])).get(key)
                 if users:
                     which = ", ".join(str(i) for i in sorted(users))
@@ -584,6 +585,29 @@ class DatasetStore:
             "fetched_at": iso_utc(ds.fetched_at),
             "last_used_at": iso_utc(ds.last_used_at),
         }
+
+
+async def _refuse_if_published(s, ds: Dataset) -> None:
+    """A published version keeps its data (publishing.py): deleting it is refused."""
+    from .db import Publication, PublishedVersion, published_datasets
+
+    row = (
+        await s.execute(
+            select(Publication.slug, PublishedVersion.version)
+            .join(PublishedVersion, PublishedVersion.publication_id == Publication.id)
+            .join(published_datasets, published_datasets.c.version_id == PublishedVersion.id)
+            .where(published_datasets.c.dataset_key == ds.key)
+            .order_by(PublishedVersion.id)
+            .limit(1)
+        )
+    ).first()
+    if row is not None:
+        slug, version = row
+        raise Conflict(
+            f"Dataset {ds.project_name} is part of published version {slug} v{version} "
+            f"(p/{slug}/v{version}/): a published version never changes, so its data cannot "
+            "be deleted."
+        )
 
 
 def _remove(path: Path) -> None:

@@ -257,6 +257,177 @@ def _preprint_paths() -> dict:
     }  # fmt: skip
 
 
+_STATUS = {"enum": ["submitted", "in_review", "changes_requested", "published", "rejected",
+                    "withdrawn", None]}  # fmt: skip
+_REVIEW = {"$ref": "#/components/schemas/Review"}
+_VERSION = {"$ref": "#/components/schemas/PublishedVersion"}
+
+
+def _publishing_schemas() -> dict:
+    """The review of a submission, and published versions (publishing.py)."""
+    event = {"type": "object", "required": ["id", "actor", "role", "kind", "created_at"],
+             "properties": {
+                 "id": _INT, "actor": _STR, "role": {"enum": ["author", "editor", "admin", "reviewer"]},
+                 "kind": {"enum": ["submit", "screen", "request_changes", "accept", "reject",
+                                   "withdraw", "comment", "assign", "unassign"]},
+                 "from": _STATUS, "to": _STATUS, "build": _INT_OR_NULL, "version": _INT_OR_NULL,
+                 "reply_to": _INT_OR_NULL, "comment": _STR_OR_NULL, "created_at": _TIME}}  # fmt: skip
+    author = {"type": "object", "required": ["name"], "properties": {
+        "name": _STR, "orcid": {"type": ["string", "null"], "pattern": r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$"},
+        "affiliations": {**_array(_INT), "description": "1-based indexes into affiliations"}}}  # fmt: skip
+    return {
+        "Review": {
+            "type": "object",
+            "required": ["preprint", "owner", "status", "role", "reviewers", "events", "can"],
+            "properties": {
+                "preprint": _INT, "title": _STR, "owner": _STR, "repository": _STR,
+                "status": {**_STATUS, "description": "null: never submitted"},
+                "role": {"enum": ["author", "editor", "admin", "reviewer"],
+                         "description": "the caller's part in this review"},
+                "build": {**_INT_OR_NULL, "description": "the build under review"},
+                "preview_url": _STR_OR_NULL, "submitted_at": _TIME_OR_NULL,
+                "updated_at": _TIME_OR_NULL,
+                "reviewers": _array({"type": "object", "required": ["name"], "properties": {
+                    "name": _STR, "assigned_by": _STR, "assigned_at": _TIME,
+                    "email": {**_STR_OR_NULL, "description": "editors only"}}}),
+                "events": {**_array(event), "description": "newest first (the latest 500)"},
+                "can": {"type": "object", "properties": {
+                    "submit": _BOOL, "withdraw": _BOOL, "comment": _BOOL, "assign": _BOOL,
+                    "decide": _array({"enum": ["screen", "request_changes", "accept", "reject"]})}},
+                "submit_blocked": {**_STR_OR_NULL, "description": "why the author cannot submit now"},
+                "publication": _nullable({"type": "object", "properties": {
+                    "slug": _STR, "url": _STR, "versions": _array(_OBJ)}}),
+            },
+        },
+        "ReviewItem": {
+            "type": "object",
+            "required": ["preprint", "owner", "status", "role"],
+            "properties": {
+                "preprint": _INT, "title": _STR, "owner": _STR, "repository": _STR,
+                "status": _STATUS, "build": _INT_OR_NULL, "preview_url": _STR_OR_NULL,
+                "submitted_at": _TIME, "updated_at": _TIME, "reviewers": _array(_STR),
+                "role": {"enum": ["author", "editor", "admin", "reviewer"]},
+            },
+        },
+        "PublishedVersion": {
+            "type": "object",
+            "required": ["slug", "version", "url", "title", "authors", "published_at", "commit",
+                         "environment", "datasets", "book", "citation"],
+            "properties": {
+                "slug": _STR, "version": _INT, "url": _STR, "book_url": _STR, "launch_url": _STR,
+                "title": _STR, "subtitle": _STR_OR_NULL, "authors": _array(author),
+                "affiliations": _array(_STR), "summary": _STR_OR_NULL, "keywords": _array(_STR),
+                "date": {**_STR_OR_NULL, "description": "the authors' date (YYYY-MM-DD)"},
+                "license": _STR_OR_NULL, "code_license": _STR_OR_NULL, "published_at": _TIME,
+                "repository": _STR, "repository_url": _STR_OR_NULL, "commit": _STR,
+                "commit_url": _STR_OR_NULL,
+                "environment": {"type": "object", "properties": {
+                    "runtime_key": _STR, "backend": _STR, "python_version": _STR_OR_NULL,
+                    "environment_id": _INT_OR_NULL, "image": _STR_OR_NULL}},
+                "runtime_files": _array({"type": "object", "properties": {
+                    "name": _STR, "size_bytes": _INT, "sha256": _STR}}),
+                "datasets": _array({"type": "object", "properties": {
+                    "key": _STR, "project_name": _STR, "source": _STR_OR_NULL,
+                    "size_bytes": _INT_OR_NULL, "files": _INT, "sha256": _STR}}),
+                "book": {"type": "object", "properties": {
+                    "engine": _STR_OR_NULL, "sha256": _STR, "files": _INT, "size_bytes": _INT}},
+                "logs": {"type": "object", "additionalProperties": _STR},
+                "citation": {"type": "object", "properties": {
+                    "bibtex": _STR, "text": _STR, "url": _STR}},
+            },
+        },
+    }  # fmt: skip
+
+
+def _publishing_paths() -> dict:
+    """Submit, screen, review, publish; and the published versions (public)."""
+    comment = {"comment": {"type": "string", "maxLength": 10_000}}
+
+    def body(props: dict, required: tuple = ()) -> dict:
+        schema = {"type": "object", "required": list(required), "properties": props}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    review = {"200": _resp("The review, as the caller sees it", _REVIEW), **_BAD, **_ERRORS,
+              "409": _resp("Not possible in the preprint's state (the message says why)", _ERROR)}  # fmt: skip
+    slug = {"name": "slug", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,99}$"}}  # fmt: skip
+    return {
+        "/api/reviews": {
+            "get": {"summary": "Submissions: all for editors; yours to review; your own",
+                    "parameters": [*_PAGING, {"name": "status", "in": "query", "schema": {
+                        "enum": ["", "all", "submitted", "in_review", "changes_requested",
+                                 "published", "rejected", "withdrawn"]},
+                        "description": "default: the ones under way"}],
+                    "description": _PAGED,
+                    "responses": {"200": _resp("Submissions", _array({"$ref": "#/components/schemas/ReviewItem"})),
+                                  **_BAD, "403": _ERRORS["403"]}},
+        },
+        "/api/preprints/{id}/review": {
+            "parameters": [_ID],
+            "get": {"summary": "A preprint's review: status, reviewers, history, what you may do "
+                               "(its author, editors and its reviewers)",
+                    "responses": {"200": _resp("", _REVIEW), **_ERRORS}},
+        },
+        "/api/preprints/{id}/submit": {
+            "parameters": [_ID],
+            "post": {"summary": "The author submits the latest build (it must have succeeded); "
+                                "again to put a new build under review or a new version",
+                     "requestBody": body(comment), "responses": review},
+        },
+        "/api/preprints/{id}/withdraw": {
+            "parameters": [_ID],
+            "post": {"summary": "The author withdraws the submission",
+                     "requestBody": body(comment), "responses": review},
+        },
+        "/api/preprints/{id}/reviewers": {
+            "parameters": [_ID],
+            "post": {"summary": "An editor assigns a reviewer (a hub user; email optional)",
+                     "requestBody": body({"reviewer": {"type": "string"},
+                                          "email": {"type": "string"}}, ("reviewer",)),
+                     "responses": {**review, "201": review["200"]}},
+        },
+        "/api/preprints/{id}/reviewers/{reviewer}": {
+            "parameters": [_ID, {"name": "reviewer", "in": "path", "required": True,
+                                 "schema": {"type": "string"}}],
+            "delete": {"summary": "An editor removes a reviewer", "responses": review},
+        },
+        "/api/preprints/{id}/decision": {
+            "parameters": [_ID],
+            "post": {"summary": "An editor screens, requests changes, accepts (publishes the build "
+                                "under review as the next version) or rejects",
+                     "requestBody": body({"decision": {"enum": ["screen", "request_changes", "accept",
+                                                               "reject"]},
+                                          **comment}, ("decision",)),
+                     "responses": review},
+        },
+        "/api/preprints/{id}/comments": {
+            "parameters": [_ID],
+            "post": {"summary": "The author, an editor or a reviewer comments (reply_to: answers "
+                                "an earlier one)",
+                     "requestBody": body({**comment, "reply_to": {"type": "integer"}}, ("comment",)),
+                     "responses": {**review, "201": review["200"]}},
+        },
+        "/api/published": {
+            "get": {"summary": "Published preprints (their latest version), newest first "
+                               "(no authentication)",
+                    "security": [],
+                    "parameters": [*_PAGING, {"name": "q", "in": "query", "schema": {"type": "string"},
+                                              "description": "words of titles, authors, keywords"}],
+                    "description": _PAGED,
+                    "responses": {"200": _resp("Versions", _array(_VERSION)), **_BAD}},
+        },
+        "/api/published/{slug}": {
+            "parameters": [slug],
+            "get": {"summary": "A published preprint's versions, newest first (no authentication)",
+                    "security": [],
+                    "responses": {"200": _resp("", {"type": "object", "required": ["slug", "latest", "versions"],
+                                                    "properties": {"slug": _STR, "url": _STR, "latest": _INT,
+                                                                   "versions": _array(_VERSION)}}),
+                                  "404": _ERRORS["404"]}},
+        },
+    }  # fmt: skip
+
+
 def openapi_document(base_url: str) -> dict:
     return {
         "openapi": "3.1.0",
@@ -275,7 +446,7 @@ def openapi_document(base_url: str) -> dict:
             "securitySchemes": {
                 "hubToken": {"type": "apiKey", "in": "header", "name": "Authorization"}
             },
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_publishing_schemas()},
         },
         "security": [{"hubToken": []}],
         "paths": {
@@ -419,6 +590,7 @@ def openapi_document(base_url: str) -> dict:
                 },
             },
             **_preprint_paths(),
+            **_publishing_paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (custom:neurolibre:admin unless configured open)",

@@ -1,7 +1,22 @@
 """SQL store: models, async engine, and migrations."""
 
 from .engine import Database
-from .models import Base, Build, Dataset, Environment, Job, JobStatus, Preprint, Runtime
+from .models import (
+    Base,
+    Build,
+    Dataset,
+    Environment,
+    Job,
+    JobStatus,
+    Preprint,
+    Publication,
+    PublishedVersion,
+    Review,
+    ReviewAssignment,
+    ReviewEvent,
+    Runtime,
+    published_datasets,
+)
 
 __all__ = [
     "Base",
@@ -12,5 +27,11 @@ __all__ = [
     "Job",
     "JobStatus",
     "Preprint",
+    "Publication",
+    "PublishedVersion",
+    "Review",
+    "ReviewAssignment",
+    "ReviewEvent",
     "Runtime",
+    "published_datasets",
 ]

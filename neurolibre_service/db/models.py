@@ -203,3 +203,127 @@ class Build(Base):
     preprint: Mapped[Preprint] = relationship(back_populates="builds")
     job: Mapped[Job] = relationship(lazy="joined")
     datasets: Mapped[list[Dataset]] = relationship(secondary=build_datasets, lazy="selectin")
+
+
+# -- submit, review, publish (issue 14; migration 0004) -----------------------------------------
+
+
+class Review(Base):
+    """The editorial state of a preprint's current submission (one row per submitted preprint)."""
+
+    __tablename__ = "reviews"
+
+    preprint_id: Mapped[int] = mapped_column(
+        ForeignKey("preprints.id", ondelete="CASCADE"), primary_key=True
+    )
+    # submitted, in_review, changes_requested, published, rejected, withdrawn (publishing.py)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    # the build under review: the one an accept publishes
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewEvent(Base):
+    """Every transition and comment of a preprint's review: who, when, from -> to, what was said.
+    Rows are only ever added."""
+
+    __tablename__ = "review_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    preprint_id: Mapped[int] = mapped_column(
+        ForeignKey("preprints.id", ondelete="CASCADE"), index=True
+    )
+    actor: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # author, editor, reviewer, admin
+    kind: Mapped[str] = mapped_column(String(32))  # submit, screen, comment, accept, ...
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str | None] = mapped_column(String(32))
+    build_id: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int | None] = mapped_column(Integer)  # the version an accept published
+    reply_to: Mapped[int | None] = mapped_column(Integer)  # the comment an answer answers
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewAssignment(Base):
+    """A reviewer (a hub user) assigned to a preprint, with an optional address for emails
+    (the hub keeps none)."""
+
+    __tablename__ = "review_assignments"
+
+    preprint_id: Mapped[int] = mapped_column(
+        ForeignKey("preprints.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    assigned_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Publication(Base):
+    """A published preprint: its slug, stable and never reused. It outlives the preprint row
+    (preprint_id becomes NULL): what was published stays published."""
+
+    __tablename__ = "publications"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    preprint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("preprints.id", ondelete="SET NULL"), unique=True
+    )
+    owner: Mapped[str] = mapped_column(String(255))
+    repo_url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PublishedVersion(Base):
+    """Version N of a publication: everything pinned at publish. Never updated or deleted
+    (migration 0004's triggers refuse both); its files are DATA/published/<slug>/v<N>/."""
+
+    __tablename__ = "published_versions"
+    __table_args__ = (
+        Index(
+            "ix_published_versions_publication_version", "publication_id", "version", unique=True
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    # provenance, not foreign keys: the version keeps its values whatever happens to the rows
+    build_id: Mapped[int] = mapped_column(Integer)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    runtime_key: Mapped[str] = mapped_column(String(64), index=True)
+    runtime_backend: Mapped[str] = mapped_column(String(32))
+    runtime_location: Mapped[str] = mapped_column(Text)
+    python_version: Mapped[str | None] = mapped_column(String(16))
+    # the environment a launch uses (deleting it is refused while this version exists)
+    environment_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    book_engine: Mapped[str | None] = mapped_column(String(32))
+    book_sha256: Mapped[str] = mapped_column(String(64))
+    book_files: Mapped[int] = mapped_column(Integer)
+    book_bytes: Mapped[int] = mapped_column(BigInteger)
+    # [{key, project_name, source, size_bytes, files, sha256}]
+    datasets: Mapped[list] = mapped_column(JSON)
+    # [{name, size_bytes, sha256}] of the runtime files (their text is on disk)
+    runtime_files: Mapped[list] = mapped_column(JSON)
+    # title, authors (name, orcid, affiliations), affiliations, summary, keywords, date, license
+    meta: Mapped[dict] = mapped_column(JSON)
+    title: Mapped[str] = mapped_column(Text)
+    # lower-cased title, authors and keywords: what the gallery's search looks in
+    search_text: Mapped[str] = mapped_column(Text)
+    published_by: Mapped[str] = mapped_column(String(255))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+published_datasets = Table(
+    "published_datasets",
+    Base.metadata,
+    Column("version_id", ForeignKey("published_versions.id"), primary_key=True),
+    # no foreign key: deleting a dataset a version holds is refused (DatasetStore.delete)
+    Column("dataset_key", String(64), primary_key=True, index=True),
+)

@@ -12,7 +12,16 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .. import sources
-from ..db import Build, Database, Environment, Job, JobStatus, Runtime
+from ..db import (
+    Build,
+    Database,
+    Environment,
+    Job,
+    JobStatus,
+    Publication,
+    PublishedVersion,
+    Runtime,
+)
 from ..errors import Conflict, NotFound, UserError
 from ..jobs import JobContext, JobFailed, JobQueue
 from ..units import iso_utc
@@ -173,6 +182,7 @@ class EnvironmentManager:
 
     async def rebuild(self, env_id: int, user: str, admin: bool) -> dict:
         env, job = await self.get(env_id, user, admin)
+        await self._refuse_if_published(env, "rebuilt")
         if job and not job.status.finished:
             raise Conflict("This environment is already being built; cancel it first.")
         try:
@@ -203,6 +213,7 @@ class EnvironmentManager:
         returns is returned.
         """
         env, job = await self.get(env_id, user, admin)
+        await self._refuse_if_published(env, "deleted")
         if job and not job.status.finished:
             await self.queue.cancel(job.id, by=user)
         async with self.db.session() as s:
@@ -219,11 +230,35 @@ class EnvironmentManager:
             await self._collect(env.runtime_key)
         return outcome
 
+    async def _refuse_if_published(self, env: Environment, what: str) -> None:
+        """A published version launches on its environment: it stays as it is (publishing.py)."""
+        async with self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Publication.slug, PublishedVersion.version)
+                    .join(Publication, Publication.id == PublishedVersion.publication_id)
+                    .where(PublishedVersion.environment_id == env.id)
+                    .order_by(PublishedVersion.id)
+                    .limit(1)
+                )
+            ).first()
+        if row is not None:
+            slug, version = row
+            raise Conflict(
+                f"Environment {env.id} ({env.name}) is the environment of published version "
+                f"{slug} v{version} (p/{slug}/v{version}/): a published version never changes, "
+                f"so it cannot be {what}."
+            )
+
     async def _collect(self, key: str) -> None:
         """Remove a runtime no environment uses any more."""
         async with self._key_lock(key), self.db.session() as s:
             used = await s.scalar(select(func.count()).where(Environment.runtime_key == key))
             used = used or await s.scalar(select(func.count()).where(Build.runtime_key == key))
+            # a published version keeps its runtime (publishing.py)
+            used = used or await s.scalar(
+                select(func.count()).where(PublishedVersion.runtime_key == key)
+            )
             rt = await s.get(Runtime, key)
             if used or rt is None:
                 return

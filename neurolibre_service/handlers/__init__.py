@@ -25,11 +25,31 @@ from .preprints import (
     NewPreprintPage,
     PreprintAPI,
     PreprintBuildsAPI,
-    PreprintPage,
     PreprintsAPI,
     PreprintsPage,
 )
 from .preview import PreviewHandler
+from .public import (
+    GalleryPage,
+    LandingPage,
+    LaunchHandler,
+    PublicationAPI,
+    PublishedAPI,
+    PublishedBook,
+    PublishedLog,
+)
+from .review import (
+    CommentsAPI,
+    DecisionAPI,
+    PreprintPage,
+    ReviewAPI,
+    ReviewerAPI,
+    ReviewersAPI,
+    ReviewsAPI,
+    ReviewsPage,
+    SubmitAPI,
+    WithdrawAPI,
+)
 from .servers import ServerAPI, ServersAPI, ServersPage, SpawnerAPI
 
 
@@ -41,6 +61,9 @@ class AddSlash(AllowOn405, web.RequestHandler):
 
 class OAuthCallback(AllowOn405, HubOAuthCallbackHandler):
     pass
+
+
+SLUG = r"([a-z0-9][a-z0-9-]{0,99})"
 
 
 def routes(prefix: str) -> list[tuple[str, type]]:
@@ -76,5 +99,28 @@ def routes(prefix: str) -> list[tuple[str, type]]:
         (r"datasets", DatasetsPage),
         (r"api/datasets", DatasetsAPI),
         (r"api/datasets/([0-9a-f]{64})", DatasetAPI),
+        # submit, screen, review (handlers/review.py; preprints/{id} above is its PreprintPage)
+        (r"reviews", ReviewsPage),
+        (r"api/reviews", ReviewsAPI),
+        (r"api/preprints/(\d+)/review", ReviewAPI),
+        (r"api/preprints/(\d+)/submit", SubmitAPI),
+        (r"api/preprints/(\d+)/withdraw", WithdrawAPI),
+        (r"api/preprints/(\d+)/reviewers", ReviewersAPI),
+        (r"api/preprints/(\d+)/reviewers/([^/]+)", ReviewerAPI),
+        (r"api/preprints/(\d+)/decision", DecisionAPI),
+        (r"api/preprints/(\d+)/comments", CommentsAPI),
+        # published preprints, public (handlers/public.py)
+        (r"p", AddSlash),
+        (r"p/", GalleryPage),
+        (rf"p/{SLUG}", AddSlash),
+        (rf"p/{SLUG}/", LandingPage),
+        (rf"p/{SLUG}/v(\d+)", AddSlash),
+        (rf"p/{SLUG}/v(\d+)/", LandingPage),
+        (rf"p/{SLUG}/(?:v(\d+)/)?book", AddSlash),
+        (rf"p/{SLUG}/(?:v(\d+)/)?book/(.*)", PublishedBook),
+        (rf"p/{SLUG}/v(\d+)/logs/(main|environment|data|book)\.log", PublishedLog),
+        (r"api/published", PublishedAPI),
+        (rf"api/published/{SLUG}", PublicationAPI),
+        (rf"launch/{SLUG}", LaunchHandler),
     ]
     return [(prefix + path, handler) for path, handler in table]

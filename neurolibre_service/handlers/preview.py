@@ -8,6 +8,10 @@ the token (HMAC of what, who and until when) authorises the book's own relative 
 
 Tornado's StaticFileHandler gives content types, ETags, conditional and range requests; we add
 the access check and confinement that resolves symlinks (a book may hold links pointing out).
+
+Who sees a preview: the preprint's author, editors and admins, and the reviewers assigned to it
+(publishing.Publishing.may_view); anyone else gets "No preprint N", as if it did not exist. The
+token's flag says whether its holder was an editor or admin when it was signed.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from urllib.parse import quote
 
 from tornado import web
 
+from ..db import Build
 from ..errors import NotFound
 from .base import BaseHandler, row_id
+from .review import is_editor
 
 # an opaque origin: scripts run, but cannot read the hub's cookies or call it as the reader
 PREVIEW_CSP = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-forms"
@@ -84,27 +90,35 @@ class PreviewHandler(BaseHandler, web.StaticFileHandler):
             # forged or expired: start again from the unsigned URL, which checks the login
             self.redirect(f"{self.nl.base_url}{kind}/{ident}/preview/{quote(path)}")
             return
-        user, admin = who
+        user, privileged = who
         pm = self.nl.preprints
-        if kind == "builds":
-            _p, b = await pm.get_build(number, user, admin)
-            if b.job.status.value != "succeeded":
-                raise NotFound(f"Build {b.id} has no preview: it {b.job.status.value}.")
-        else:
-            b = await pm.latest_preview(number, user, admin)
+        b = await self._visible(kind, number, user, privileged)
+        if b is None:
+            b = await pm.latest_preview(number, user, True)
+        elif b.job.status.value != "succeeded":
+            raise NotFound(f"Build {b.id} has no preview: it {b.job.status.value}.")
         self.root = os.path.realpath(pm.html_dir(b.id))
         # the stable URL changes with each build: revalidate; a build's own files never change
         self._cache = "private, no-cache" if kind == "preprints" else "private, max-age=3600"
         await web.StaticFileHandler.get(self, path, include_body)
 
-    async def _sign_and_redirect(self, kind: str, ident: int, path: str) -> None:
+    async def _visible(self, kind: str, ident: int, user: str, privileged: bool) -> Build | None:
+        """NotFound unless the user may see this preprint's previews; the build for a build's
+        preview (None for the preprint's stable one)."""
         pm = self.nl.preprints
-        # the reader must be allowed to see it now; NotFound otherwise
         if kind == "builds":
-            await pm.get_build(ident, self.user_name, self.is_admin)
+            p, b = await pm.get_build(ident, user, True)
         else:
-            await pm.get(ident, self.user_name, self.is_admin)
-        token = self.nl.preview_signer.sign(kind, ident, self.user_name, self.is_admin)
+            (p, _builds), b = await pm.get(ident, user, True), None
+        if not await self.nl.publishing.may_view(p, user, privileged):
+            raise NotFound(f"No {kind.removesuffix('s')} {ident}.")
+        return b
+
+    async def _sign_and_redirect(self, kind: str, ident: int, path: str) -> None:
+        # the reader must be allowed to see it now; NotFound otherwise
+        privileged = self.is_admin or is_editor(self)
+        await self._visible(kind, ident, self.user_name, privileged)
+        token = self.nl.preview_signer.sign(kind, ident, self.user_name, privileged)
         query = f"?{self.request.query}" if self.request.query else ""
         self.redirect(f"{self.nl.base_url}{kind}/{ident}/preview/~{token}/{quote(path)}{query}")
 
