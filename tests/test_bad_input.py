@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from neurolibre_service.handlers import routes
+from neurolibre_service.handlers import SLUG, routes
 from neurolibre_service.handlers.base import MAX_ID, row_id
 
 from .conftest import follow_log
@@ -60,6 +60,29 @@ ROUTES = {
     r"datasets": ("datasets", "GET", 302),
     r"api/datasets": ("api/datasets", "GET", 403),
     r"api/datasets/([0-9a-f]{64})": ("api/datasets/" + "0" * 64, "DELETE", 403),
+    r"reviews": ("reviews", "GET", 302),
+    r"api/reviews": ("api/reviews", "GET", 403),
+    r"api/preprints/(\d+)/review": ("api/preprints/{id}/review", "GET", 403),
+    r"api/preprints/(\d+)/submit": ("api/preprints/{id}/submit", "POST", 403),
+    r"api/preprints/(\d+)/withdraw": ("api/preprints/{id}/withdraw", "POST", 403),
+    r"api/preprints/(\d+)/reviewers": ("api/preprints/{id}/reviewers", "POST", 403),
+    r"api/preprints/(\d+)/reviewers/([^/]+)": ("api/preprints/{id}/reviewers/bob", "DELETE", 403),
+    r"api/preprints/(\d+)/decision": ("api/preprints/{id}/decision", "POST", 403),
+    r"api/preprints/(\d+)/comments": ("api/preprints/{id}/comments", "POST", 403),
+    # published preprints: public (an unknown slug is a 404 for everyone)
+    r"p": ("p", "GET", 301),
+    r"p/": ("p/", "GET", 200),
+    rf"p/{SLUG}": ("p/nothing-1", "GET", 301),
+    rf"p/{SLUG}/": ("p/nothing-1/", "GET", 404),
+    rf"p/{SLUG}/v(\d+)": ("p/nothing-1/v{id}", "GET", 301),
+    rf"p/{SLUG}/v(\d+)/": ("p/nothing-1/v{id}/", "GET", 404),
+    rf"p/{SLUG}/(?:v(\d+)/)?book": ("p/nothing-1/book", "GET", 301),
+    rf"p/{SLUG}/(?:v(\d+)/)?book/(.*)": ("p/nothing-1/v{id}/book/index.html", "GET HEAD", 404),
+    rf"p/{SLUG}/v(\d+)/logs/(main|environment|data|book)\.log": (
+        "p/nothing-1/v{id}/logs/main.log", "GET", 404),
+    r"api/published": ("api/published", "GET", 200),
+    rf"api/published/{SLUG}": ("api/published/nothing-1", "GET", 404),
+    rf"launch/{SLUG}": ("launch/nothing-1", "GET", 302),
 }  # fmt: skip
 WITH_ID = [p for p, (path, _, _) in ROUTES.items() if "{id}" in path]
 # ids no row can have: past SQLite's 64 bits, and past PostgreSQL's integer
