@@ -1,12 +1,17 @@
-"""Books: the Jupyter Book in a checkout, re-executed in its built environment.
+"""Books: the book in a checkout, re-executed in its built environment.
 
-One engine per book format (Jupyter Book 1: content/_config.yml + _toc.yml; MyST: myst.yml,
-built by mystmd or jupyter-book>=2) knows how to prepare the checkout, which command builds it
-and where the results are. One
-runner per place a build can run (on this machine under bubblewrap; in a container of the
-environment's Docker image) looks into the environment (`environment()`: its Python, its
-book programs and their versions, as seen where the build runs) and runs the engine's
-commands, with each dataset at `data/<projectName>`, read-only.
+One engine per book format knows how to prepare the checkout, which command builds it and
+where the results are:
+- Jupyter Book 1 (content/_config.yml + _toc.yml, or at the repository root; content/
+  _neurolibre.yml's single page): the jupyter-book the author pinned, in their environment;
+- MyST (myst.yml): the service's own pinned mystmd, its Jupyter server from the service's
+  server environment, the notebooks on a kernel of the author's environment, the page drawn
+  with the theme myst.yml names (mystthemes).
+The book is found as the layout check finds it (booklayout). One runner per place a build can
+run (on this machine under bubblewrap; in a container of the environment's Docker image) looks
+into the environment (`environment()`: its Python, its book programs and their versions, as
+seen where the build runs) and runs the engine's commands, with each dataset at
+`data/<projectName>`, read-only.
 
 Notebooks are re-executed on every build, but through an execution cache handed from one build
 of a repository to the next: a notebook whose code did not change takes its outputs from the
@@ -26,20 +31,32 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import yaml
-from traitlets import Dict, Float, Instance, Int, Unicode, default, validate
+from traitlets import Any, Bool, Dict, Float, Instance, Int, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from . import booklayout
 from . import docker_engine as de
 from .checks import PROJECT_NAME_RE
 from .environments.docker import memory_bytes
 from .environments.local import base_prefixes
+from .environments.service_envs import ServiceEnvironment, ServiceEnvironmentError
 from .jobs import JobContext, JobFailed
+from .mystthemes import (
+    PINNED_THEMES,
+    THEME_URL,
+    ThemeRequestError,
+    ThemeStore,
+    ThemeUnavailable,
+    requested_theme,
+)
 from .processes import LineCutter
 from .safefiles import UnsafeFile, read_text_confined, remove_special_files
 from .sandbox import Sandbox, chown_tree, freeze_tree
 from .units import duration
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# the token of the Jupyter server a book starts (MyST prints its URL): not for the log
+SERVER_TOKEN = re.compile(r"([?&]token=)[^\s&]+")
 # myst-nb's log lines: "<path>: Executed notebook in 1.2 seconds [mystnb]" and friends
 EXECUTING = re.compile(r"^(?P<path>\S.*?): Executing notebook using")
 EXECUTED = re.compile(r"^(?P<path>\S.*?): Executed notebook in")
@@ -47,6 +64,9 @@ CACHED = re.compile(r"^(?P<path>\S.*?): Using cached notebook: ID=")
 FAILED = re.compile(r"^(?P<path>\S.*?): WARNING: Executing notebook failed")
 CACHE_ID = re.compile(r": (?:Using cached notebook|Cached executed notebook): ID=(?P<id>\d+)")
 CACHE_IN_CHECKOUT = ".neurolibre-exec-cache"  # where a build's execution cache lives
+JB1_EXCLUDED = ("_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints")  # its defaults
+# not pages of a Jupyter Book at the repository root: the service's folders, the datasets
+ROOT_EXCLUDED = (".neurolibre-*", "data", "binder")
 NOTEBOOK_SUFFIXES = (".ipynb", ".md", ".myst", ".py")
 
 # MyST's log lines (mystmd 1.x; jupyter-book 2 is the same program), paths relative to myst.yml
@@ -63,11 +83,6 @@ MYST_NO_KERNEL = re.compile(r"^Unable to create a new kernel (?P<name>\S+)")
 MYST_MESSAGE = re.compile(
     r"^(?:\U0001f4d6|\u26d4|\u26a0|\U0001f4bf|\U0001f4be|\U0001f4da|"
     r"\U0001f680|\U0001fa90|\U0001f50c|Starting WebSocket|neurolibre: )"
-)
-MYST_THEME_QUERY = ("Querying template metadata from", "Fetching template from")
-NETWORK_FAILURE = re.compile(
-    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ECONNRESET|"
-    r"fetch failed|request to \S+ failed"
 )
 MYST_CACHE_USED = re.compile(r"^neurolibre: execution cache entry used: (?P<name>\S+)$")
 MYST_WORK = ".neurolibre-myst"  # in the checkout: the Jupyter settings and the cache probe
@@ -96,7 +111,11 @@ class BookError(JobFailed):
 @dataclass(frozen=True)
 class BookSource:
     engine: str  # "jupyter-book" (Jupyter Book 1: _config.yml + _toc.yml) or "myst" (myst.yml)
-    root: Path  # content/ for Jupyter Book 1; the directory holding myst.yml for MyST
+    root: Path  # content/ (or the root) for Jupyter Book 1; the folder of myst.yml for MyST
+    # content/_neurolibre.yml's single_page, and whether its traditional layout makes that page
+    # the whole book (NeuroLibre built `jupyter-book build --builder singlehtml content/<page>`)
+    single_page: str | None = None
+    traditional: bool = False
 
 
 # what a runner finds out about an environment: these distributions' versions, these programs
@@ -139,22 +158,56 @@ class BookResult:
 
 
 def find_book(checkout: Path) -> BookSource:
-    """Which book the repository has: Jupyter Book 1 in content/, or MyST (myst.yml)."""
-    content = checkout / "content"
-    if (content / "_toc.yml").is_file():
-        return _confined(checkout, BookSource("jupyter-book", content), "_toc.yml", "_config.yml")
-    if (content / "_config.yml").is_file():
+    """Which book the repository has, found as the layout check finds it (booklayout): Jupyter
+    Book 1 in content/ (or at the root), or MyST (myst.yml in content/ or at the root)."""
+    top = checkout.resolve()
+    settings = booklayout.neurolibre_settings(_neurolibre_yml(top))
+    book = booklayout.find_book(lambda rel: _kind(top, rel), settings)
+    if book.engine is None:
         raise BookError(
-            "content/_config.yml is there but content/_toc.yml is not: Jupyter Book needs a "
-            "table of contents. Add content/_toc.yml listing the book's pages."
+            "No book to build: add content/_config.yml and content/_toc.yml (Jupyter Book), or "
+            "a myst.yml (MyST) in content/ or at the repository root."
         )
-    for root in (content, checkout):
-        if (root / "myst.yml").is_file():
-            return _confined(checkout, BookSource("myst", root), "myst.yml")
-    raise BookError(
-        "No book to build: add content/_config.yml and content/_toc.yml (Jupyter Book), or a "
-        "myst.yml (MyST) in content/ or at the repository root."
+    root = checkout / book.base if book.base else checkout
+    if book.engine == "myst":
+        return _confined(checkout, BookSource("myst", root), "myst.yml")
+    source = BookSource("jupyter-book", root, settings.single_page if book.base else None,
+                        book.single_page is not None)  # fmt: skip
+    if not source.traditional and not (root / "_toc.yml").is_file():
+        where = f"{book.base}_config.yml"
+        raise BookError(
+            f"{where} is there but {book.base}_toc.yml is not: Jupyter Book needs a table of "
+            f"contents. Add {book.base}_toc.yml listing the book's pages (or, for a preprint "
+            "that is one page, content/_neurolibre.yml with book_layout: traditional and "
+            "single_page: <the page>)."
+        )
+    return _confined(checkout, source, "_toc.yml", "_config.yml")
+
+
+def _kind(top: Path, rel: str) -> str | None:
+    """What rel is in the repository ("file", "dir", "other"; None: missing). A symbolic link
+    that leads out of it is refused: the service would read, write or publish its target."""
+    path = top / rel
+    if not (path.exists() or path.is_symlink()):
+        return None
+    if not path.resolve().is_relative_to(top):
+        raise BookError(f"{rel} is a symbolic link that leads out of the repository: the book "
+                        "must be inside it.")  # fmt: skip
+    return (
+        "file" if path.is_file() else "dir" if path.is_dir() else "other" if path.exists() else None
     )
+
+
+def _neurolibre_yml(top: Path) -> object:
+    """content/_neurolibre.yml's YAML (None: there is none)."""
+    if _kind(top, booklayout.NEUROLIBRE_YML) != "file":
+        return None
+    try:
+        return yaml.safe_load(read_text_confined(top / booklayout.NEUROLIBRE_YML, top))
+    except UnsafeFile as e:
+        raise BookError(f"{booklayout.NEUROLIBRE_YML}: {e}") from None
+    except yaml.YAMLError as e:
+        raise BookError(f"{booklayout.NEUROLIBRE_YML} is not valid YAML: {e}") from None
 
 
 def _confined(checkout: Path, source: BookSource, *names: str) -> BookSource:
@@ -198,14 +251,12 @@ class _Progress:
 
 @dataclass
 class _MystProgress(_Progress):
-    """What MyST's log says: notebooks executed or cached, errors, the theme download."""
+    """What MyST's log says: notebooks executed or cached, errors."""
 
     prefix: str = ""  # the MyST project's directory in the repository ("" at the root), with /
     errors: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # path: (what, lines)
     no_kernel: str | None = None  # a kernel MyST could not start
     cache_used: set[str] = field(default_factory=set)  # execution cache entries read
-    theme_query: bool = False  # MyST asked the internet for its site template
-    network_failed: bool = False  # ...and a request failed
     _error: list[str] | None = None  # the lines of the notebook error being read
 
     def see(self, line: str) -> None:
@@ -232,10 +283,6 @@ class _MystProgress(_Progress):
             self.no_kernel = m["name"]
         elif m := MYST_CACHE_USED.match(line):
             self.cache_used.add(m["name"])
-        elif any(q in line for q in MYST_THEME_QUERY):
-            self.theme_query = True
-        elif self.theme_query and NETWORK_FAILURE.search(line):
-            self.network_failed = True
 
 
 class _TappedLog:
@@ -246,7 +293,7 @@ class _TappedLog:
         self._on_line = on_line
 
     def write(self, text: str):
-        text = ANSI.sub("", text)
+        text = SERVER_TOKEN.sub(r"\1[secret]", ANSI.sub("", text))
         self._on_line(text)
         return self._channel.write(text)
 
@@ -267,6 +314,8 @@ class _Run:
     progress: _Progress = field(default_factory=_Progress)
     cwd: Path | None = None  # where the command runs (the checkout unless said)
     readable: list[Path] = field(default_factory=list)  # more directories it may read
+    # the service's programs (node, mystmd), read-only at another path where the build runs
+    mounts: list[tuple[Path, str]] = field(default_factory=list)
 
 
 # run with the environment's jupyter-cache (a dependency of Jupyter Book 1)
@@ -312,6 +361,9 @@ class _JupyterBook1:
                 "jupyter-book<2 in binder/requirements.txt."
             )
         ctx.say(f"Jupyter Book {version}")
+        rel = source.root.relative_to(checkout).as_posix()
+        self.base = "" if rel == "." else f"{rel}/"  # how the author's files are named
+        page = self._single_page(ctx, source)
         cache = checkout / CACHE_IN_CHECKOUT
         await asyncio.to_thread(_remove, cache)
         if cache_in is not None and cache_in.is_dir():
@@ -320,8 +372,52 @@ class _JupyterBook1:
             cache.mkdir()
         self._configure(ctx, source.root, cache)
         await asyncio.to_thread(_remove, source.root / "_build")
-        argv = [jb, "build", "--all", str(source.root)]
+        if page is None:
+            argv = [jb, "build", "--all", str(source.root)]
+        else:  # as NeuroLibre built it: the one page, as a single HTML page
+            argv = [jb, "build", "--all", "--builder", "singlehtml", str(page)]
+        self.page = page
         return _Run(source, checkout, env, out_dir, argv)
+
+    def _single_page(self, ctx: JobContext, source: BookSource) -> Path | None:
+        """The page built alone, when content/_neurolibre.yml makes the preprint one page: its
+        traditional layout, or a _toc.yml without a root of its own (NeuroLibre took the single
+        page as the root). None: the whole book, from _toc.yml."""
+        name = source.single_page
+        if name is None:
+            return None
+        if not source.traditional and self._toc_has_root(source.root):
+            return None
+        where = booklayout.NEUROLIBRE_YML
+        candidate = source.root / name
+        top = source.root.resolve()
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or \
+                not candidate.resolve().is_relative_to(top):  # fmt: skip
+            raise BookError(f"{where}: single_page {name!r} is not a page inside "
+                            f"{self.base or 'the repository'}. Write e.g. single_page: index.ipynb.")  # fmt: skip
+        for path in (
+            candidate,
+            *(candidate.with_name(candidate.name + s) for s in NOTEBOOK_SUFFIXES),
+        ):
+            if path.is_file() and path.resolve().is_relative_to(top):
+                ctx.say(f"{where}: the preprint is the single page {self.base}{name}.")
+                return path
+        raise BookError(f"{where}: single_page {name!r} is not a file in {self.base}. Write the "
+                        "path of the notebook or MyST page that makes the preprint, e.g. "
+                        "single_page: index.ipynb.")  # fmt: skip
+
+    @staticmethod
+    def _toc_has_root(root: Path) -> bool:
+        try:
+            toc = yaml.safe_load(read_text_confined(root / "_toc.yml", root))
+        except (OSError, UnsafeFile, yaml.YAMLError):
+            return False
+        entry = toc.get("root") if isinstance(toc, dict) else None
+        if not isinstance(entry, str) or not entry.strip():
+            return False
+        path = root / entry.strip()
+        return any(p.is_file() for p in (path, *(path.with_name(path.name + s)
+                                                 for s in NOTEBOOK_SUFFIXES)))  # fmt: skip
 
     def _configure(self, ctx: JobContext, root: Path, cache: Path) -> None:
         """Execute through the cache whatever the author's _config.yml says; keep the rest."""
@@ -331,33 +427,37 @@ class _JupyterBook1:
             try:
                 config = yaml.safe_load(read_text_confined(path, root)) or {}
             except UnsafeFile as e:
-                raise BookError(f"content/{e}") from None
+                raise BookError(f"{self.base}{e}") from None
             except yaml.YAMLError as e:
-                raise BookError(f"content/_config.yml is not valid YAML: {e}") from None
+                raise BookError(f"{self.base}_config.yml is not valid YAML: {e}") from None
             if not isinstance(config, dict):
-                raise BookError("content/_config.yml must be a mapping of settings.")
+                raise BookError(f"{self.base}_config.yml must be a mapping of settings.")
         execute = config.get("execute") or {}
         if not isinstance(execute, dict):
-            raise BookError("content/_config.yml: `execute` must be a mapping of settings.")
+            raise BookError(f"{self.base}_config.yml: `execute` must be a mapping of settings.")
         mode = execute.get("execute_notebooks")
         if mode is False:
             mode = "off"  # YAML reads a bare `off` as false
         if mode is not None and mode != "cache":
-            ctx.say(f"content/_config.yml sets execute_notebooks: {mode}; NeuroLibre runs "
+            ctx.say(f"{self.base}_config.yml sets execute_notebooks: {mode}; NeuroLibre runs "
                     "'cache' instead: every notebook is re-executed unless the execution cache "
                     "of an earlier build has its outputs for the same code.")  # fmt: skip
         if execute.get("allow_errors"):
-            ctx.say("content/_config.yml sets allow_errors: true; it is ignored here: a cell that "
+            ctx.say(f"{self.base}_config.yml sets allow_errors: true; it is ignored here: a cell that "
                     "raises fails the build. To show an error on purpose, tag that cell "
                     "`raises-exception`.")  # fmt: skip
         execute.update(execute_notebooks="cache", cache=str(cache), allow_errors=False,
                        raise_on_error=False)  # fmt: skip
         config["execute"] = execute
+        if not self.base:  # a book at the root: the service's folders there are not its pages
+            patterns = config.get("exclude_patterns")
+            patterns = list(patterns) if isinstance(patterns, list) else list(JB1_EXCLUDED)
+            config["exclude_patterns"] = patterns + [p for p in ROOT_EXCLUDED if p not in patterns]
         sphinx_config = (config.get("sphinx") or {}).get("config")
         if isinstance(sphinx_config, dict):
             for key in self.SPHINX_KEYS:
                 if sphinx_config.pop(key, None) is not None:
-                    ctx.say(f"content/_config.yml: sphinx.config.{key} is ignored (execution "
+                    ctx.say(f"{self.base}_config.yml: sphinx.config.{key} is ignored (execution "
                             "settings are NeuroLibre's).")  # fmt: skip
         path.unlink(missing_ok=True)  # a symbolic link (inside the repository) stays untouched
         path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
@@ -374,9 +474,16 @@ class _JupyterBook1:
     async def collect(self, ctx: JobContext, run: _Run, code: int) -> tuple[Path, Path | None]:
         """Move the HTML and the cache to out_dir; raise if the build or a notebook failed."""
         built = run.source.root / "_build" / "html"
+        if self.page is not None:  # _build/_page/<page>/singlehtml (<folder>-<page> deeper down)
+            found = sorted((run.source.root / "_build" / "_page").glob("*/singlehtml"))
+            built = found[0] if len(found) == 1 else built
         html = run.out_dir / "html"
         cache_out = await self.keep_cache(run)
         await asyncio.to_thread(_replace, built if _real_dir(built) else None, html)
+        if self.page is not None and code == 0:
+            page = html / f"{self.page.stem}.html"  # Sphinx names it after the page
+            if page.is_file() and not (html / "index.html").exists():
+                await asyncio.to_thread(shutil.copyfile, page, html / "index.html")
         failed = _reports(html)
         if failed:
             for docname, report in failed:
@@ -421,8 +528,12 @@ class _JupyterBook1:
 
 
 class _Myst:
-    """MyST (myst.yml): `myst build --html --execute` from mystmd, or jupyter-book>=2 (the same
-    program). It executes through its own cache, _build/execute: one file per notebook version."""
+    """MyST (myst.yml), built by the service's own pinned mystmd (`myst build --html
+    --execute`), whatever the author's environment has: the book tool of a MyST preprint is the
+    service's. Its Jupyter server is the service's too (the server environment; in a container,
+    the image's); the notebooks run on a kernel of the author's environment, written into the
+    build's own Jupyter folder. It executes through its own cache, _build/execute: one file per
+    notebook version. The page is drawn with the theme myst.yml names (mystthemes)."""
 
     name = "myst"
 
@@ -431,10 +542,27 @@ class _Myst:
 
     async def prepare(self, ctx: JobContext, source: BookSource, checkout: Path,
                       env: EnvInfo, cache_in: Path | None, out_dir: Path) -> _Run:  # fmt: skip
-        argv = self._command(ctx, env)
-        theme = self._theme()
         rel = source.root.relative_to(checkout).as_posix()
-        self._configure(ctx, source.root, "myst.yml" if rel == "." else f"{rel}/myst.yml", theme)
+        where = "myst.yml" if rel == "." else f"{rel}/myst.yml"
+        if "ipykernel" not in env.versions:
+            raise BookError(
+                "The notebooks of this MyST book run on a Python kernel of the environment "
+                "built from binder/, which has no ipykernel: add ipykernel to "
+                "binder/requirements.txt."
+            )
+        config = self._read(source.root, where)
+        try:
+            theme_name = requested_theme(config.get("site"), where)
+            theme = await self.runner.myst_theme_store().get(theme_name, where, ctx.say)
+        except ThemeRequestError as e:
+            raise BookError(str(e)) from None
+        except ThemeUnavailable as e:
+            raise JobFailed(str(e)) from None
+        tools = await self.runner.myst_tools(ctx, env)
+        ctx.say(f"MyST {tools.version} (mystmd, the service's), theme {theme_name} ({theme})")
+        ctx.say(f"Notebooks run on the python3 kernel of {env.name}; MyST's Jupyter server is "
+                f"{tools.server}.")  # fmt: skip
+        self._configure(source.root, config, theme)
         build = source.root / "_build"
         await asyncio.to_thread(_remove, build)
         cache = build / "execute"
@@ -449,85 +577,61 @@ class _Myst:
             (work / "jupyter" / "jupyter_server_config.json").write_text(
                 '{"ServerApp": {"allow_root": true}}\n'
             )
+        # the kernel MyST asks the server for ("python3", as notebooks name it): the author's
+        # Python, found first on JUPYTER_PATH (the server's own python3 kernel comes later)
+        kernels = work / "kernels" / "python3"
+        kernels.mkdir(parents=True)
+        bin_dir = str(env.prefix / "bin")
+        (kernels / "kernel.json").write_text(json.dumps({
+            "argv": [env.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3", "language": "python",
+            # the kernel's programs (`python`, `pip`, tools a notebook calls) are the author's
+            "env": {"PATH": f"{bin_dir}:${{PATH}}", "VIRTUAL_ENV": str(env.prefix)},
+            "metadata": {"debugger": True},
+        }, indent=1))  # fmt: skip
         (work / "cache-probe.cjs").write_text(MYST_CACHE_PROBE)
+        argv = [*tools.argv, "build", "--html", "--execute"]
         run = _Run(source, checkout, env, out_dir, argv, cwd=source.root,
-                   readable=[theme] if theme else [],
+                   readable=[theme, *tools.readable], mounts=list(tools.mounts),
                    progress=_MystProgress(prefix="" if rel == "." else f"{rel}/"))  # fmt: skip
+        # the author environment's share/jupyter after ours: its widgets and extensions
+        jupyter_path = [str(work), str(env.prefix / "share" / "jupyter")]
         run.extra_env.update(
             JUPYTER_CONFIG_DIR=str(work / "jupyter"),
+            JUPYTER_PATH=":".join(jupyter_path),
             NODE_OPTIONS=f"--require {work / 'cache-probe.cjs'}",
             NEUROLIBRE_MYST_CACHE=str(cache),
+            MYST_LANG="PYTHON",
         )
+        if tools.path:
+            run.extra_env["PATH"] = tools.path
         self.cache_before = {p.name for p in cache.iterdir()}
+        self.server = tools.server
         return run
 
     @staticmethod
-    def _command(ctx: JobContext, env: EnvInfo) -> list[str]:
-        """jupyter-book>=2 if the environment has it, else mystmd."""
-        jb = env.versions.get("jupyter_book")
-        if jb and int(jb.split(".")[0]) >= 2 and "jupyter-book" in env.commands:
-            ctx.say(f"Jupyter Book {jb} (MyST)")
-            return [env.commands["jupyter-book"], "build", "--html", "--execute"]
-        myst = env.versions.get("mystmd")
-        if myst and "myst" in env.commands:
-            ctx.say(f"MyST {myst} (mystmd)")
-            return [env.commands["myst"], "build", "--html", "--execute"]
-        raise BookError(
-            "This repository's book is a MyST project (myst.yml), but the environment has "
-            "nothing to build it with"
-            + (f" (its jupyter-book {jb} builds only Jupyter Book 1 books)" if jb else "")
-            + ": add mystmd (or jupyter-book>=2) to binder/requirements.txt."
-        )
-
-    def _theme(self) -> Path | None:
-        """The operator's local site template, checked before anything runs."""
-        if not self.runner.myst_theme:
-            return None
-        theme = Path(self.runner.myst_theme).expanduser().resolve()
-        setting = f"c.{type(self.runner).__name__}.myst_theme"
+    def _read(root: Path, where: str) -> dict:
         try:
-            template = yaml.safe_load((theme / "template.yml").read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
-            raise JobFailed(
-                f"The MyST theme of this service ({setting} = {theme}) is not usable: its "
-                f"template.yml cannot be read ({e}). The operator must fix it."
-            ) from None
-        renders = isinstance(template, dict) and (template.get("build") or {}).get("render")
-        if not renders and not (theme / "node_modules").is_dir():
-            raise JobFailed(
-                f"The MyST theme of this service ({setting} = {theme}) has no node_modules: "
-                "the operator must run `npm ci --ignore-scripts` in it (it is read-only "
-                "during builds)."
-            )
-        return theme
-
-    @staticmethod
-    def _configure(ctx: JobContext, root: Path, name: str, theme: Path | None) -> None:
-        """Point myst.yml at the local theme, keeping the author's other settings. Without a
-        `site` entry MyST builds no website at all, so one is added."""
-        path = root / "myst.yml"
-        try:
-            config = yaml.safe_load(read_text_confined(path, root)) or {}
+            config = yaml.safe_load(read_text_confined(root / "myst.yml", root)) or {}
         except UnsafeFile as e:
-            raise BookError(f"{name}: {e}") from None
+            raise BookError(f"{where}: {e}") from None
         except yaml.YAMLError as e:
-            raise BookError(f"{name} is not valid YAML: {e}") from None
+            raise BookError(f"{where} is not valid YAML: {e}") from None
         if not isinstance(config, dict):
-            raise BookError(f"{name} must be a mapping of settings.")
+            raise BookError(f"{where} must be a mapping of settings.")
         site = config.get("site")
         if site is not None and not isinstance(site, dict):
-            raise BookError(f"{name}: `site` must be a mapping of settings.")
-        if theme is None and site is not None:
-            return
-        site = site or {}
-        if theme is None:
-            config["site"] = site  # MyST's default theme, the book-theme
-        elif site.get("template") not in (None, "book-theme"):
-            ctx.say(f"{name} sets site.template: {site['template']}; this service builds "
-                    "books with its own copy of the book-theme.")  # fmt: skip
-        if theme is not None:
-            site["template"] = str(theme)
-            config["site"] = site
+            raise BookError(f"{where}: `site` must be a mapping of settings.")
+        return config
+
+    @staticmethod
+    def _configure(root: Path, config: dict, theme: Path) -> None:
+        """Point myst.yml at the service's copy of the theme, keeping the author's other
+        settings (without a `site` entry MyST builds no website at all: one is added)."""
+        site = dict(config.get("site") or {})
+        site["template"] = str(theme)
+        config["site"] = site
+        path = root / "myst.yml"
         path.unlink(missing_ok=True)  # a symbolic link (inside the repository) stays untouched
         path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
                         encoding="utf-8")  # fmt: skip
@@ -542,16 +646,6 @@ class _Myst:
         html = run.out_dir / "html"
         cache_out = await self.keep_cache(run, tidy=code == 0, ctx=ctx)
         await asyncio.to_thread(_replace, built if _real_dir(built) else None, html)
-        if code != 0 and progress.network_failed and not self.runner.myst_theme:
-            setting = f"c.{type(self.runner).__name__}.myst_theme"
-            raise JobFailed(
-                "The book build failed: MyST downloads its site theme (the book-theme) from "
-                "the internet, and this server cannot reach it. The operator must provide "
-                "the theme locally: on a machine with internet access, clone "
-                "https://github.com/myst-templates/book-theme, run `npm ci --ignore-scripts` "
-                f"in it, copy that folder to this server and set {setting} to its path. "
-                "(A server with internet access needs no setting.)"
-            )
         if progress.errors:
             for path, (_, lines) in progress.errors.items():
                 ctx.say(f"--- {path}: what failed ---")
@@ -570,15 +664,18 @@ class _Myst:
             )
         if any(what.startswith("Could not load") for what, _ in progress.errors.values()):
             raise JobFailed(
-                "MyST could not start a Jupyter server to execute the notebooks: add "
-                "jupyter-server and ipykernel to binder/requirements.txt (the book log says "
-                "more, after 'Starting new Jupyter server')."
+                "MyST could not start its Jupyter server to execute the notebooks ("
+                + self.server
+                + "): the operator must look at the book log, after 'Starting "
+                "new Jupyter server'."
             )
         if progress.no_kernel:
             raise JobFailed(
                 f"MyST could not start the Jupyter kernel {progress.no_kernel!r} that the "
-                "notebooks ask for: the environment built from binder/ must provide it "
-                "(ipykernel for python3)."
+                "notebooks ask for: this service runs notebooks on the python3 kernel of the "
+                "environment built from binder/. Set each notebook's kernel to python3 (its "
+                "metadata.kernelspec.name; `kernelspec: {name: python3}` in a MyST page's "
+                "frontmatter)."
             )
         if progress.errors:
             names = ", ".join(progress.errors)
@@ -588,7 +685,7 @@ class _Myst:
             )
         if code != 0:
             raise JobFailed(
-                f"The book build failed ({Path(run.argv[0]).name} exited with status {code}): "
+                f"The book build failed (MyST exited with status {code}): "
                 "open the book log, the reason is in its last lines (often a mistake in "
                 "myst.yml, or a page that does not parse)."
             )
@@ -692,14 +789,115 @@ class BookRunner(LoggingConfigurable):
         and fails. Each notebook's cells also obey the book's own execute.timeout.""",
     ).tag(config=True)
 
+    myst_command = Unicode(
+        "",
+        help="""The MyST program that builds MyST books (the book tool of a MyST preprint is the
+        service's, never the author's). Default: the mystmd pinned with this service (its
+        Python package, run on node). Another one: a `myst` program, from mystmd's Python
+        package or from npm (`npm install -g mystmd`), or its JavaScript file (myst.cjs).""",
+    ).tag(config=True)
+
+    node = Unicode(
+        "",
+        help="""Node.js (20 or later) that MyST runs on. Default: `node` on the service's
+        PATH. The Docker book runner runs it inside the environment's image, so it must be a
+        build that needs nothing of the machine's (nodejs.org's, or NodeSource's).""",
+    ).tag(config=True)
+
+    myst_themes_dir = Unicode(
+        "",
+        help="""A folder of MyST site themes, one folder per theme name (article-theme/,
+        book-theme/), each with its template.yml (and node_modules, from `npm ci
+        --ignore-scripts`). A MyST book is drawn with the theme its myst.yml names (site:
+        template:; none: book-theme). The service's default: <data_dir>/myst-themes, where a
+        missing theme is downloaded once (myst_theme_download).""",
+    ).tag(config=True)
+
     myst_theme = Unicode(
         "",
-        help="""A MyST site template (e.g. the book-theme) on this machine, for MyST books.
-        MyST downloads its theme at build time otherwise, which fails without internet.""",
+        help="""A copy of MyST's book-theme on this machine: the theme of MyST books that name
+        none or name book-theme (as <myst_themes_dir>/book-theme would be).""",
     ).tag(config=True)
+
+    myst_theme_download = Bool(
+        True,
+        help="""Download a MyST theme the service does not have into myst_themes_dir, once, at
+        the version myst_theme_versions pins (needs internet access; builds never reach the
+        internet themselves). Off: the operator provides every theme.""",
+    ).tag(config=True)
+
+    myst_theme_versions = Dict(
+        dict(PINNED_THEMES),
+        help="""The MyST themes the service may download, and their versions (commits of
+        github.com/myst-templates/<name>, one per theme release), made for the pinned mystmd.""",
+    ).tag(config=True)
+
+    myst_theme_url = Unicode(
+        THEME_URL,
+        help="""Where a MyST theme is downloaded from: a zip archive, {name} and {version}
+        filled in from myst_theme_versions.""",
+    ).tag(config=True)
+
+    server_environment = Any(
+        None,
+        allow_none=True,
+        help="""The service's Jupyter server environment, which MyST starts its Jupyter server
+        from (the notebooks still run on the author's kernel): a ServiceEnvironment, or an
+        async function returning one (set by the service). None: the server comes from the
+        author's environment.""",
+    )
+
+    sandbox = Instance(Sandbox, allow_none=True,
+                       help="How build steps are confined (set by the service).")  # fmt: skip
 
     def engine(self, name: str):
         return _JupyterBook1(self) if name == "jupyter-book" else _Myst(self)
+
+    def myst_theme_store(self) -> ThemeStore:
+        root = Path(self.myst_themes_dir).expanduser().resolve() if self.myst_themes_dir else None
+        locks = self.__dict__.setdefault("_theme_locks", {})  # one download of a theme at once
+        return ThemeStore(root, f"c.{type(self).__name__}",
+                          book_theme=Path(self.myst_theme) if self.myst_theme else None,
+                          versions=dict(self.myst_theme_versions), url=self.myst_theme_url,
+                          download=self.myst_theme_download, sandbox=self.sandbox,
+                          _locks=locks)  # fmt: skip
+
+    def myst_programs(self) -> tuple[Path, Path, str]:
+        """(node, MyST's JavaScript file, its version) on this machine: the service's."""
+        setting = f"c.{type(self).__name__}"
+        node = shutil.which(self.node or "node")
+        if node is None:
+            raise JobFailed(
+                f"MyST books need Node.js 20 or later ({self.node or 'node'} is not found): the "
+                f"operator installs it (nodejs.org, or NodeSource's packages), or sets "
+                f"{setting}.node to its path."
+            )
+        if self.myst_command:
+            bundle, version = _myst_bundle(Path(self.myst_command).expanduser())
+            if bundle is None:
+                raise JobFailed(
+                    f"{setting}.myst_command = {self.myst_command} is not a MyST program this "
+                    "service can run (mystmd's `myst`, or its myst.cjs)."
+                )
+        else:
+            bundle, version = _service_mystmd()
+            if bundle is None:
+                raise JobFailed("This service was installed without mystmd (a dependency of "
+                                "neurolibre-service): reinstall it (scripts/install.sh).")  # fmt: skip
+        return Path(node).resolve(), bundle, version
+
+    async def myst_tools(self, ctx: JobContext, env: EnvInfo) -> MystTools:
+        """How MyST runs where the build runs: its command, PATH, what it reads."""
+        raise NotImplementedError
+
+    async def _server_environment(self, ctx: JobContext) -> ServiceEnvironment | None:
+        server = self.server_environment
+        if callable(server):
+            try:
+                server = await server()
+            except ServiceEnvironmentError as e:
+                raise JobFailed(f"MyST books need the service's Jupyter server: {e}") from None
+        return server
 
     async def build(self, ctx: JobContext, *, checkout: Path, environment: str,
                     datasets: Sequence[tuple[str, Path]], cache_in: Path | None,
@@ -724,7 +922,7 @@ class BookRunner(LoggingConfigurable):
             async with asyncio.timeout(self.time_limit):
                 code = await self.run(tapped, run.argv, checkout=checkout, env=env,
                                       datasets=datasets, extra_env=run.extra_env, cwd=run.cwd,
-                                      readable=run.readable)  # fmt: skip
+                                      readable=run.readable, mounts=run.mounts)  # fmt: skip
                 after = engine.after(run) if code == 0 else None
                 if after and await self.run(ctx, after, checkout=checkout, env=env,
                                             datasets=(), extra_env=run.extra_env):  # fmt: skip
@@ -764,9 +962,11 @@ class BookRunner(LoggingConfigurable):
 
     async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
                   datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
-                  cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
+                  cwd: Path | None = None, readable: Sequence[Path] = (),
+                  mounts: Sequence[tuple[Path, str]] = ()) -> int:  # fmt: skip
         """Run a command of the book's in the checkout (or cwd, inside it), datasets read-only
-        at data/<name>; `readable`: directories of the service's it may read (a theme)."""
+        at data/<name>; `readable`: directories of the service's it may read (a theme);
+        `mounts`: files of the service's, read-only at another path (source, target)."""
         raise NotImplementedError
 
 
@@ -783,11 +983,78 @@ BOOK_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class MystTools:
+    """How the service's MyST runs where a book builds."""
+
+    argv: list[str]  # node and MyST's JavaScript, as paths seen where the build runs
+    version: str
+    server: str  # where its Jupyter server comes from (for messages)
+    path: str | None = None  # PATH for MyST (None: the environment's own)
+    readable: list[Path] = field(default_factory=list)  # read-only, at the same path
+    mounts: list[tuple[Path, str]] = field(default_factory=list)  # read-only, elsewhere
+
+
+def _service_mystmd() -> tuple[Path | None, str]:
+    """The mystmd this service is installed with: its JavaScript file, its version."""
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("mystmd_py")
+    if spec is None or spec.origin is None:
+        return None, ""
+    bundle = Path(spec.origin).parent / "myst.cjs"
+    try:
+        version = importlib.metadata.version("mystmd")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return (bundle.resolve(), version) if bundle.is_file() else (None, "")
+
+
+def _myst_bundle(command: Path) -> tuple[Path | None, str]:
+    """The JavaScript file a `myst` program runs, and its version: npm's `myst` is (a link to)
+    the file itself; mystmd's Python package runs the myst.cjs it ships."""
+    found = shutil.which(str(command))
+    if found is None:
+        return None, ""
+    real = Path(found).resolve()
+    if real.suffix in (".cjs", ".js", ".mjs"):
+        package = real.parent.parent / "package.json"  # npm's mystmd: dist/myst.cjs
+        try:
+            version = json.loads(package.read_text()).get("version", "?")
+        except (OSError, ValueError, AttributeError):
+            version = "?"
+        return real, str(version)
+    prefix = real.parent.parent  # a virtual environment's bin/myst
+    for bundle in sorted(prefix.glob("lib/python3*/site-packages/mystmd_py/myst.cjs")):
+        dist = sorted(bundle.parent.parent.glob("mystmd-*.dist-info"))
+        version = dist[0].name[len("mystmd-") : -len(".dist-info")] if dist else "?"
+        return bundle.resolve(), version
+    return None, ""
+
+
 class LocalBookRunner(BookRunner):
     """Runs the book on this machine, confined like local environment builds (bubblewrap):
     as the unprivileged build user, without network, with resource limits."""
 
-    sandbox = Instance(Sandbox, help="How the book build is confined (set by the service).")
+    async def myst_tools(self, ctx: JobContext, env: EnvInfo) -> MystTools:
+        """The service's node and mystmd, read where they are; MyST's `python` (the Jupyter
+        server it starts) the service's server environment's."""
+        node, bundle, version = self.myst_programs()
+        server = await self._server_environment(ctx)
+        if server is not None:
+            server_bin, what = (
+                server.prefix / "bin",
+                f"the service's server environment {server.prefix}",
+            )
+            readable = [server.prefix, server.base_prefix]
+        else:
+            server_bin, what = env.prefix / "bin", "the environment built from binder/"
+            readable = []
+        path = [str(server_bin), str(node.parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        readable += [node.parent, bundle.parent]
+        return MystTools([str(node), str(bundle)], version, what, ":".join(dict.fromkeys(path)),
+                         readable=[r for r in dict.fromkeys(readable) if r != Path("/")])  # fmt: skip
 
     async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
         info = venv_info(Path(environment))
@@ -805,17 +1072,18 @@ class LocalBookRunner(BookRunner):
 
     async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
                   datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
-                  cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
+                  cwd: Path | None = None, readable: Sequence[Path] = (),
+                  mounts: Sequence[tuple[Path, str]] = ()) -> int:  # fmt: skip
         confined = self.sandbox.confined
         cwd = cwd or checkout
         prefix = Path(env.prefix)
-        mounts = _data_mounts(ctx, checkout, datasets, link=not confined)
+        binds = _data_mounts(ctx, checkout, datasets, link=not confined)
         # the environment and the interpreter the service recorded for it, nothing else of it
         readable = [prefix, *base_prefixes(prefix), *readable]
         argv = self.sandbox.wrap(argv, writable=[checkout], readable=readable, cwd=cwd,
                                  network=False)  # fmt: skip
         if confined:
-            argv = with_ro_binds(argv, mounts)
+            argv = with_ro_binds(argv, [*binds, *((src, Path(dst)) for src, dst in mounts)])
         env_vars = self.sandbox.env(path_prefix=[str(prefix / "bin")],
                                     extra={"VIRTUAL_ENV": str(prefix), **BOOK_ENV,
                                            **extra_env})  # fmt: skip
@@ -848,6 +1116,7 @@ print("neurolibre-env:", json.dumps({
     "home": home, "home_writable": os.access(home, os.W_OK)}))
 """
 PROBE_TIME_LIMIT = 120
+SERVICE_MOUNT = "/opt/neurolibre-service"  # where a container sees the service's node and MyST
 USER = re.compile(r"(?P<uid>\d+):(?P<gid>\d+)")
 ROLE_LABEL = de.LABEL_PREFIX + "role"
 JOB_LABEL = de.LABEL_PREFIX + "job"
@@ -968,6 +1237,17 @@ class DockerBookRunner(BookRunner):
                        info["versions"], info["commands"], root=info["uid"] == 0, path=path,
                        home="" if info["home_writable"] else "/tmp")  # fmt: skip
 
+    async def myst_tools(self, ctx: JobContext, env: EnvInfo) -> MystTools:
+        """The service's node and mystmd, mounted read-only into the container (node must be
+        a build that needs nothing of this machine); the Jupyter server MyST starts is the
+        image's (`python -m jupyter_server`, python from the image's PATH), as NeuroLibre's
+        images have it, and the kernel is the image's Python."""
+        node, bundle, version = self.myst_programs()
+        js_dir = f"{SERVICE_MOUNT}/mystmd"
+        return MystTools([f"{SERVICE_MOUNT}/node", f"{js_dir}/{bundle.name}"], version,
+                         f"python -m jupyter_server of the image {env.name}",
+                         mounts=[(node, f"{SERVICE_MOUNT}/node"), (bundle.parent, js_dir)])  # fmt: skip
+
     def announce(self, ctx: JobContext, env: EnvInfo) -> None:
         ctx.say(f"The book runs in a container of {env.name} (user {self.user}, no network, "
                 f"no new privileges, {self.cpu_limit:g} CPUs, {self.mem_limit} of memory): "
@@ -987,7 +1267,8 @@ class DockerBookRunner(BookRunner):
 
     async def run(self, ctx: JobContext, argv: Sequence[str], *, checkout: Path, env: EnvInfo,
                   datasets: Sequence[tuple[str, Path]], extra_env: dict[str, str],
-                  cwd: Path | None = None, readable: Sequence[Path] = ()) -> int:  # fmt: skip
+                  cwd: Path | None = None, readable: Sequence[Path] = (),
+                  mounts: Sequence[tuple[Path, str]] = ()) -> int:  # fmt: skip
         uid, gid = self._ids
         as_root = os.geteuid() == 0
         if not as_root and os.geteuid() != uid:
@@ -997,10 +1278,12 @@ class DockerBookRunner(BookRunner):
                 "operator must run the service as root, or set c.DockerBookRunner.user to the "
                 "service's own UID:GID."
             )
+        service_files = [(Path(src), Path(dst), True) for src, dst in mounts]
         mounts = [(checkout, checkout, False)]
         mounts += [(src, dst, True) for src, dst in _data_mounts(ctx, checkout, datasets,
                                                                   link=False)]  # fmt: skip
         mounts += [(Path(p).resolve(), Path(p).resolve(), True) for p in readable]
+        mounts += service_files
         variables = {**BOOK_ENV, **extra_env}
         if env.path:
             variables["PATH"] = env.path

@@ -6,7 +6,7 @@ is installed; warnings are deviations that still build. Every finding says where
 concrete instruction.
 
 What authors write is read the way the tools that build it read it:
-- the book is found where the builder finds it (books.detect): Jupyter Book 1 in content/
+- the book is found where the builder finds it (booklayout.find_book): Jupyter Book 1 in content/
   (content/_neurolibre.yml's single-page layout included), else a MyST project (myst.yml in
   content/ or at the repository root). A MyST preprint's metadata is myst.yml's `project:`
   (paper.md's front matter on top), and its book tool is the service's own mystmd.
@@ -41,6 +41,9 @@ from markdown_it import MarkdownIt
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
+
+from . import booklayout
+from .booklayout import Book
 
 ERROR, WARNING = "error", "warning"
 PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -109,19 +112,6 @@ class Finding:
             f"{self.file}:{self.line}" if self.file and self.line else (self.file or "repository")
         )
         return f"{self.level}: {where}: {self.message}\n    fix: {self.fix}"
-
-
-@dataclass(frozen=True)
-class Book:
-    """Where the book is and what builds it (the builder's order: books.detect)."""
-
-    engine: str | None  # "jupyter-book" (Jupyter Book 1), "myst", or None: no book found
-    base: str  # its folder in the repository, with a trailing / ("" for the root)
-    config: str | None = None  # content/_config.yml, or the MyST project's myst.yml
-
-    @property
-    def at_root(self) -> bool:
-        return self.engine == "jupyter-book" and self.base == ""
 
 
 @dataclass(frozen=True)
@@ -362,18 +352,13 @@ class Checker:
         return self.findings
 
     def find_book(self) -> Book:
-        """The builder's order (books.detect): content/'s Jupyter Book, then a myst.yml in
-        content/ or at the root; a Jupyter Book at the root is found too, to say where it goes."""
+        """Where the builder finds the book (booklayout.find_book: the same function); a Jupyter
+        Book at the root is found too, to say where it goes."""
         if self.blocked("content"):
             return Book(None, "content/")  # a link out of the repository: its finding says so
-        if any(self.kind(f"content/{n}") == "file" for n in ("_toc.yml", "_config.yml")):
-            return Book("jupyter-book", "content/", "content/_config.yml")
-        for rel in ("content/myst.yml", "myst.yml"):
-            if self.kind(rel) == "file":
-                return Book("myst", rel.removesuffix("myst.yml"), rel)
-        if self.kind("_toc.yml") == "file":  # a root _config.yml alone may well be Jekyll's
-            return Book("jupyter-book", "", "_config.yml")
-        return Book(None, "content/" if self.kind("content") == "dir" else "")
+        rel = booklayout.NEUROLIBRE_YML
+        data = self._yaml(rel) if self.kind(rel) == "file" else None
+        return booklayout.find_book(self.kind, booklayout.neurolibre_settings(data))
 
     # -- binder/ ---------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from neurolibre_service.environments.local import seal_environment
 from neurolibre_service.sandbox import Sandbox
 
 from .conftest import need
-from .support.pkgindex import PackageIndex, book_wheels, cache_dir, myst_wheels, server_wheels
+from .support.pkgindex import PackageIndex, book_wheels, cache_dir, server_wheels
 from .test_environments import marker_processes, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -135,14 +135,14 @@ async def book_queue(tmp_path_factory):
 
     async def build(files: dict[str, str], *, env_prefix: Path, cache_in: Path | None = None,
                     datasets: list[tuple[str, Path]] = (), time_limit: float = 600,
-                    sandbox: Sandbox | None = None, myst_theme: str = "") -> Outcome:  # fmt: skip
+                    sandbox: Sandbox | None = None, **traits) -> Outcome:  # fmt: skip
         n = next(count)
         checkout = root / f"checkout-{n}"
         for name, text in files.items():
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             (checkout / name).write_text(text)
         runner = LocalBookRunner(sandbox=sandbox or Sandbox("bwrap"), time_limit=time_limit,
-                                 myst_theme=myst_theme)  # fmt: skip
+                                 **traits)  # fmt: skip
         finished = asyncio.get_running_loop().create_future()
 
         async def on_finish(status):
@@ -400,14 +400,6 @@ async def test_a_repository_without_a_book_is_told_what_is_missing(books, tmp_pa
     assert out.status == "failed"
     assert out.error.startswith("No book to build: add content/_config.yml and content/_toc.yml")
 
-    out = await books({"myst.yml": "version: 1\n", "intro.md": "# Intro\n"})
-    assert out.status == "failed"
-    assert out.error == (
-        "This repository's book is a MyST project (myst.yml), but the environment has nothing "
-        "to build it with (its jupyter-book 1.0.4.post1 builds only Jupyter Book 1 books): add "
-        "mystmd (or jupyter-book>=2) to binder/requirements.txt."
-    )
-
 
 async def test_the_book_kind_is_found_where_authors_put_it(tmp_path):
     (tmp_path / "content").mkdir()
@@ -439,31 +431,137 @@ async def test_a_book_whose_settings_link_out_of_the_repository_is_refused(tmp_p
     assert find_book(repo).engine == "jupyter-book"
 
 
-# --- MyST (myst.yml), built by mystmd ---
+# --- Where the book is: as the layout check finds it (booklayout) ---
 
-# A site template of MyST's that renders itself (template.yml `build.render`: MyST then serves
-# the built pages as JSON at $CONTENT_CDN and runs the command, which writes $BUILD_DIRECTORY).
-# The real book-theme needs the internet once (git clone, npm ci); this one needs nothing.
-PLAIN_THEME = {
-    "template.yml": "myst: v1\nkind: site\ntitle: Plain pages\nbuild:\n  render: python render.py\n",
-    "render.py": """\
+# (files, the book found: its engine, its folder, whether it is one page)
+LAYOUTS = {
+    "content/'s Jupyter Book": ({"content/_config.yml": "title: T\n",
+                                 "content/_toc.yml": "format: jb-book\nroot: intro\n"},
+                                ("jupyter-book", "content", False)),
+    "a Jupyter Book at the root": ({"_config.yml": "title: T\n",
+                                    "_toc.yml": "format: jb-book\nroot: intro\n"},
+                                   ("jupyter-book", ".", False)),
+    "MyST at the root (the official article template)": (
+        {"myst.yml": "version: 1\n", "_toc.yml": "format: jb-book\nroot: paper\n"},
+        ("myst", ".", False)),
+    "MyST in content/": ({"content/myst.yml": "version: 1\n", "myst.yml": "version: 1\n"},
+                         ("myst", "content", False)),
+    # content/_neurolibre.yml's traditional layout: one page, no table of contents
+    "a single page": ({"content/_config.yml": "title: T\n", "content/index.ipynb": "{}",
+                       "content/_neurolibre.yml": "book_layout: traditional\n"
+                                                  "single_page: index.ipynb\n"},
+                      ("jupyter-book", "content", True)),
+    # build_myst: NeuroLibre built the MyST project, not content/'s Jupyter Book
+    "build_myst with a myst.yml": (
+        {"content/_config.yml": "title: T\n", "content/_toc.yml": "format: jb-book\nroot: a\n",
+         "content/_neurolibre.yml": "build_myst: true\n", "myst.yml": "version: 1\n"},
+        ("myst", ".", False)),
+    "build_myst without one": (
+        {"content/_config.yml": "title: T\n", "content/_toc.yml": "format: jb-book\nroot: a\n",
+         "content/_neurolibre.yml": "build_myst: true\n"},
+        ("jupyter-book", "content", False)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+async def test_the_builder_finds_the_book_where_the_layout_check_finds_it(tmp_path, layout):
+    from neurolibre_service.checks import Checker
+
+    files, (engine, folder, one_page) = LAYOUTS[layout]
+    write_tree(tmp_path, files)
+    built = find_book(tmp_path)
+    assert (built.engine, built.root, built.traditional) == (engine, tmp_path / folder, one_page)
+    checked = Checker(tmp_path).find_book()
+    assert (checked.engine, tmp_path / checked.base) == (built.engine, built.root)
+
+
+async def test_a_jupyter_book_at_the_repository_root_builds_there(books):
+    files = {"_config.yml": "title: A living preprint\n",
+             "_toc.yml": "format: jb-book\nroot: intro\nchapters:\n  - file: one\n",
+             "intro.md": "# A living preprint\n\nProse at the root.\n",
+             "one.ipynb": TWO_NOTEBOOKS["one.ipynb"],
+             "binder/requirements.txt": "jupyter-book==1.0.4.post1\n"}  # fmt: skip
+    out = await books(files)
+
+    assert out.status == "succeeded", out.log
+    assert "Building the book (jupyter-book, in the root)" in out.log
+    assert (out.result.executed, out.result.cached) == (1, 0)
+    assert "Prose at the root." in page(out, "intro.html")
+    assert "the answer is 42" in page(out, "one.html")
+    # the service's folders in the repository (the execution cache) are not pages of the book
+    built = {p.relative_to(out.result.html_dir).as_posix() for p in out.result.html_dir.rglob("*")}
+    assert not any(".neurolibre" in p or p.startswith("binder") for p in built), sorted(built)
+
+
+async def test_a_single_page_preprint_of_content_neurolibre_yml_builds_as_one_page(books):
+    """NeuroLibre's older layout (three published preprints): content/_config.yml and
+    _neurolibre.yml, no _toc.yml; the page is the preprint, built as a single HTML page."""
+    files = {"content/_config.yml": "title: A living preprint\n",
+             "content/_neurolibre.yml": "book_layout: traditional\nsingle_page: paper.ipynb\n",
+             "content/paper.ipynb": FIGURES,
+             "content/other.ipynb": notebook("Not a page", "raise ValueError('never run')")}  # fmt: skip
+    out = await books(files)
+
+    assert out.status == "succeeded", out.log
+    assert "the preprint is the single page content/paper.ipynb" in out.log
+    assert (out.result.executed, out.result.cached) == (1, 0)
+    html = page(out, "index.html")
+    assert "image of" in html and "never run" not in html
+    assert len(figures(out.result.html_dir, "index.html")["pyplot"]) == 1
+
+
+async def test_a_single_page_outside_content_is_refused(books, tmp_path):
+    outside = tmp_path / "elsewhere.ipynb"
+    outside.write_text(notebook("Elsewhere", "print('ran outside content')"))
+    files = {"content/_config.yml": "title: T\n",
+             "content/_neurolibre.yml": "book_layout: traditional\n"
+                                        f"single_page: ../../../{outside.name}\n",
+             "content/index.ipynb": TWO_NOTEBOOKS["one.ipynb"]}  # fmt: skip
+    out = await books(files)
+
+    assert out.status == "failed"
+    assert out.error.startswith("content/_neurolibre.yml: single_page '../../../elsewhere.ipynb' "
+                                "is not a page inside content/.")  # fmt: skip
+    assert "ran outside content" not in out.log
+
+
+# --- MyST (myst.yml), built by the service's pinned mystmd ---
+
+# A MyST site template that renders itself (template.yml `build.render`: MyST serves the built
+# pages as JSON at $CONTENT_CDN and runs the command, which writes $BUILD_DIRECTORY): what the
+# real article-theme and book-theme do with a web server, in 100 lines of Python. Each page
+# says which theme drew it; images are copied into the site, HTML outputs kept as HTML, a
+# plotly figure becomes the div plotly.js draws into (with its traces' names).
+THEME_RENDER = """\
 import html, json, os, urllib.request
 from pathlib import Path
 
 cdn, out = os.environ["CONTENT_CDN"], Path(os.environ["BUILD_DIRECTORY"])
 
 
-def get(path):
-    with urllib.request.urlopen(f"{cdn}/{path}") as response:
-        return json.load(response)
+def get(path, raw=False):
+    with urllib.request.urlopen(f"{cdn}/{path.lstrip('/')}") as response:
+        return response.read() if raw else json.load(response)
 
 
 def image(path):
     # an output's image, as MyST's content server serves it, copied into the site's build/
-    with urllib.request.urlopen(f"{cdn}{path}") as response:
-        (out / "build").mkdir(exist_ok=True)
-        (out / "build" / Path(path).name).write_bytes(response.read())
+    (out / "build").mkdir(exist_ok=True)
+    (out / "build" / Path(path).name).write_bytes(get(path, raw=True))
     return f'<img src="build/{html.escape(Path(path).name)}">'
+
+
+def content(bundle):
+    if "content" in bundle:
+        return bundle["content"]
+    return get(bundle["path"], raw=True).decode()
+
+
+def plotly(bundle):
+    figure = json.loads(content(bundle))
+    names = [t.get("name", "") for t in figure.get("data", [])]
+    return (f'<div class="plotly-graph-div" data-traces="{len(names)}">'
+            f"{html.escape(', '.join(names))}</div>")
 
 
 def parts(node):
@@ -476,8 +574,10 @@ def parts(node):
         data = output.get("data") or {}
         if "image/png" in data:
             yield image(data["image/png"]["path"])
+        elif "application/vnd.plotly.v1+json" in data:
+            yield plotly(data["application/vnd.plotly.v1+json"])
         elif "text/html" in data:  # as themes show HTML outputs: as HTML
-            yield data["text/html"]["content"]
+            yield content(data["text/html"])
         for value in node.values():
             yield from parts(value)
     elif isinstance(node, list):
@@ -485,14 +585,46 @@ def parts(node):
             yield from parts(value)
 
 
+def front(project, page):
+    # the project's metadata (myst.yml's project:) heads every page, as the themes show it
+    matter = page.get("frontmatter") or {}
+    names = [a.get("name", "") if isinstance(a, dict) else str(a)
+             for a in matter.get("authors") or []]
+    places = [a.get("name", "") for a in project.get("affiliations") or []]
+    return (f'<meta name="theme" content="{THEME}">\\n'
+            f'<p class="project">{html.escape(str(project.get("title", "")))}</p>\\n'
+            f'<p class="authors">{html.escape(", ".join(names))}</p>\\n'
+            f'<p class="affiliations">{html.escape("; ".join(places))}</p>\\n'
+            f'<h1 class="title">{html.escape(str(matter.get("title", "")))}</h1>\\n')
+
+
 for project in get("config.json")["projects"]:
     for slug in [project["index"], *(p["slug"] for p in project["pages"] if "slug" in p)]:
         page = get(f"content/{slug}.json")
         body = "\\n".join(parts(page["mdast"]))
         name = "index.html" if slug == project["index"] else f"{slug}.html"
-        (out / name).write_text(f"<!doctype html><title>{slug}</title>\\n{body}\\n")
-""",
-}
+        (out / name).write_text(f"<!doctype html><title>{slug}</title>\\n"
+                                f"{front(project, page)}{body}\\n")
+"""
+
+
+def site_theme(name: str) -> dict[str, str]:
+    """A site template's files, named `name` (as MyST's own are: article-theme, book-theme)."""
+    return {
+        "template.yml": f"myst: v1\nkind: site\ntitle: {name} (tests)\n"
+        "build:\n  render: python render.py\n",
+        "render.py": f"THEME = {name!r}\n{THEME_RENDER}",
+    }
+
+
+PLAIN_THEME = site_theme("plain")
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
 
 
 def myst_book(pages: dict[str, str], *, where: str = "") -> dict[str, str]:
@@ -506,29 +638,65 @@ def myst_book(pages: dict[str, str], *, where: str = "") -> dict[str, str]:
     }
 
 
+# what NeuroLibre's MyST article template's runtime has: its plotting libraries, no book tool,
+# no Jupyter server; and the kernel every environment gets. nbformat with it: plotly's
+# mimetype renderer (the template's `pio.renderers.default = "plotly_mimetype"`) refuses to
+# draw without it (repo2docker's images have it through their notebook stack)
+ARTICLE_REQUIREMENTS = ["plotly==6.5.2", "nbformat"]
+
+
 @pytest.fixture(scope="module")
 def myst_env(tmp_path_factory) -> Path:
-    """mystmd (on the machine's node), a kernel, a Jupyter server and matplotlib."""
-    need("node", bool(shutil.which("node")))
-    wheels = [server_wheels(cache_dir()), myst_wheels(cache_dir()), book_wheels(cache_dir())]
-    return make_env(tmp_path_factory, "myst", wheels, "mystmd", "ipykernel", "jupyter-server",
-                    "matplotlib")  # fmt: skip
+    """An author's environment for MyST books: a kernel and plotting libraries, nothing to
+    build a book with (mystmd and the Jupyter server are the service's)."""
+    from .support.pkgindex import _wheels
+
+    wheels = [server_wheels(cache_dir()), book_wheels(cache_dir()),
+              _wheels(cache_dir(), ARTICLE_REQUIREMENTS)]  # fmt: skip
+    prefix = make_env(tmp_path_factory, "myst", wheels, "ipykernel", "matplotlib",
+                      *ARTICLE_REQUIREMENTS)  # fmt: skip
+    versions = venv_info(prefix).versions
+    assert "mystmd" not in versions and "jupyter_server" not in versions, versions
+    return prefix
 
 
 @pytest.fixture(scope="module")
-def plain_theme(tmp_path_factory) -> Path:
-    theme = tmp_path_factory.mktemp("themes") / "plain"
-    theme.mkdir()
-    for name, text in PLAIN_THEME.items():
-        (theme / name).write_text(text)
-    return theme
+def server_env():
+    """The service's Jupyter server environment (jupyterhub matching ours, JupyterLab), built
+    by ServiceEnvironments from the local index, once per machine (its folder is keyed by its
+    packages and Python)."""
+    import jupyterhub
+
+    from neurolibre_service.environments.service_envs import ServiceEnvironments
+
+    need("bubblewrap", bool(shutil.which("bwrap")))
+    index = PackageIndex([server_wheels(cache_dir())])
+    try:
+        store = ServiceEnvironments(cache_dir() / "service-environments",
+                                    Sandbox("bwrap", extra_env={"UV_DEFAULT_INDEX": index.url}))  # fmt: skip
+        packages = [f"jupyterhub=={jupyterhub.__version__}", "jupyterlab"]
+        env = asyncio.run(store.ensure("server", packages))
+    finally:
+        index.close()
+    return env
 
 
 @pytest.fixture(scope="module")
-async def myst_books(book_queue, myst_env, plain_theme):
-    async def build(files: dict[str, str], **kwargs) -> Outcome:
-        kwargs.setdefault("myst_theme", str(plain_theme))
-        return await book_queue(files, env_prefix=myst_env, **kwargs)
+def myst_themes(tmp_path_factory) -> Path:
+    """The operator's folder of themes: article-theme and book-theme (the test template)."""
+    root = tmp_path_factory.mktemp("myst-themes")
+    for name in ("article-theme", "book-theme"):
+        write_tree(root / name, site_theme(name))
+    return root
+
+
+@pytest.fixture(scope="module")
+async def myst_books(book_queue, myst_env, server_env, myst_themes):
+    async def build(files: dict[str, str], **traits) -> Outcome:
+        traits.setdefault("myst_themes_dir", str(myst_themes))
+        traits.setdefault("myst_theme_download", False)
+        traits.setdefault("server_environment", server_env)
+        return await book_queue(files, env_prefix=myst_env, **traits)
 
     return build
 
@@ -538,49 +706,50 @@ async def first_myst_build(myst_books) -> Outcome:
     return await myst_books(myst_book(TWO_NOTEBOOKS))
 
 
-def _online(host: str) -> bool:
-    import socket
-
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
+def theme_of(outcome: Outcome, name: str) -> str:
+    found = re.search(r'<meta name="theme" content="([^"]+)">', page(outcome, name))
+    return found[1] if found else ""
 
 
-async def test_a_myst_book_without_a_local_theme_offline_tells_the_operator_what_to_do(
-    myst_books,
-):
-    if _online("api.mystmd.org"):
-        pytest.skip("this machine reaches api.mystmd.org: MyST would download its theme")
-    out = await myst_books(myst_book(TWO_NOTEBOOKS), myst_theme="")
-
-    assert out.status == "failed"
-    assert "Querying template metadata from https://api.mystmd.org" in out.log
-    assert out.error == (
-        "The book build failed: MyST downloads its site theme (the book-theme) from the "
-        "internet, and this server cannot reach it. The operator must provide the theme "
-        "locally: on a machine with internet access, clone "
-        "https://github.com/myst-templates/book-theme, run `npm ci --ignore-scripts` in it, "
-        "copy that folder to this server and set c.LocalBookRunner.myst_theme to its path. "
-        "(A server with internet access needs no setting.)"
-    )
-
-
-async def test_a_myst_book_at_the_root_executes_its_notebooks(first_myst_build):
+async def test_a_myst_book_at_the_root_executes_its_notebooks(first_myst_build, server_env):
     out = first_myst_build
     assert out.status == "succeeded", out.log
     assert "Building the book (myst, in the root)" in out.log
-    assert "MyST 1.11.0 (mystmd)" in out.log
+    assert "MyST 1.11.0 (mystmd, the service's), theme book-theme" in out.log
     assert (out.result.engine, out.result.executed, out.result.cached) == ("myst", 2, 0)
     assert "2 notebooks: 2 executed, 0 from the cache" in out.log
     assert out.result.html_dir == out.out_dir / "html"
     assert "The first version of the prose." in page(out, "index.html")
     assert "the answer is 42" in page(out, "one.html")
     assert "two sums to 10" in page(out, "two.html")
+    # no theme named: MyST's default, the book-theme
+    assert theme_of(out, "index.html") == "book-theme"
     assert out.result.cache_dir == out.out_dir / "exec-cache"
     assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 2
     assert "\x1b[" not in out.log
+    # the Jupyter server's token stays out of the log
+    assert "Jupyter server started" in out.log
+    assert re.search(r"token=(?!\[secret\])", out.log) is None
+
+
+async def test_a_myst_notebook_runs_on_the_authors_kernel_under_the_services_server(
+    myst_books, myst_env, server_env
+):
+    """The book's environment has a kernel and no Jupyter server: the server MyST starts is
+    the service's, the kernel (and what a notebook runs) the author's."""
+    where = notebook("Where", "import os, shutil, sys\n"
+                              "print('kernel:', sys.prefix)\n"
+                              "print('python:', shutil.which('python'))\n"
+                              "server = open(f'/proc/{os.getppid()}/cmdline').read().split(chr(0))\n"
+                              "print('server:', ' '.join(server[:3]))")  # fmt: skip
+    out = await myst_books(myst_book({"where.ipynb": where}))
+
+    assert out.status == "succeeded", out.log
+    html = page(out, "where.html")
+    assert f"kernel: {myst_env}" in html
+    assert f"python: {myst_env}/bin/python" in html
+    assert f"server: {server_env.prefix}/bin/python -m jupyter_server" in html
+    assert f"the service's server environment {server_env.prefix}" in out.log
 
 
 async def test_a_myst_books_figures_and_rich_outputs_reach_its_page(myst_books):
@@ -632,8 +801,8 @@ async def test_a_myst_commit_that_changes_one_notebook_executes_only_that_one(
     assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 2
 
 
-async def test_a_myst_book_in_content_reads_its_dataset_with_the_operators_theme(
-    myst_books, plain_theme, tmp_path
+async def test_a_myst_book_in_content_reads_its_dataset_drawn_with_the_theme_it_names(
+    myst_books, myst_themes, tmp_path
 ):
     dataset = tmp_path / "data-store" / "key-1234"
     dataset.mkdir(parents=True)
@@ -649,21 +818,25 @@ async def test_a_myst_book_in_content_reads_its_dataset_with_the_operators_theme
     )
     files = myst_book({"data.ipynb": reader}, where="content/")
     files["content/myst.yml"] += "site:\n  template: article-theme\n  title: Kept\n"
+    theme_files = sorted(p.name for p in (myst_themes / "article-theme").iterdir())
     out = await myst_books(files, datasets=[("my-project", dataset)])
 
     assert out.status == "succeeded", out.log
     assert "Building the book (myst, in content)" in out.log
-    assert "content/myst.yml sets site.template: article-theme" in out.log
+    assert "theme article-theme" in out.log
     html = page(out, "data.html")
+    assert theme_of(out, "data.html") == "article-theme"
     assert "read: hello from the dataset" in html
     assert "write: refused, Read-only file system" in html
     assert sorted(p.name for p in dataset.iterdir()) == ["x.txt"]
-    # the checkout's myst.yml uses the operator's theme and keeps the author's settings
+    # the checkout's myst.yml uses the operator's copy and keeps the author's settings
     import yaml
 
     config = yaml.safe_load((out.checkout / "content" / "myst.yml").read_text())
-    assert config["site"] == {"template": str(plain_theme), "title": "Kept"}
+    assert config["site"] == {"template": str(myst_themes / "article-theme"), "title": "Kept"}
     assert config["project"]["title"] == "A living preprint"
+    # the theme was lent read-only
+    assert sorted(p.name for p in (myst_themes / "article-theme").iterdir()) == theme_files
 
 
 async def test_a_myst_notebook_that_raises_fails_the_build_naming_it(myst_books):
@@ -684,17 +857,14 @@ async def test_a_myst_notebook_that_raises_fails_the_build_naming_it(myst_books)
     assert len(list((out.out_dir / "exec-cache").glob("*.ipynb"))) == 1
 
 
-async def test_a_myst_book_in_an_environment_without_mystmd_is_told_what_to_add(tmp_path):
+async def test_a_myst_book_whose_environment_has_no_kernel_is_told_what_to_add(tmp_path):
     from neurolibre_service.books import _Myst
 
     env = tmp_path / "env"
     (env / "bin").mkdir(parents=True)
-    checkout = tmp_path / "checkout"
-    for name, text in myst_book(TWO_NOTEBOOKS).items():
-        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-        (checkout / name).write_text(text)
+    checkout = write_tree(tmp_path / "checkout", myst_book(TWO_NOTEBOOKS))
     engine = _Myst(LocalBookRunner(sandbox=Sandbox("bwrap")))
-    with pytest.raises(BookError, match=r"add mystmd \(or jupyter-book>=2\) to binder/requi"):
+    with pytest.raises(BookError, match=r"has no ipykernel: add ipykernel to binder/requirem"):
         await engine.prepare(None, find_book(checkout), checkout, venv_info(env), None,
                              tmp_path / "out")  # fmt: skip
 
@@ -705,3 +875,331 @@ async def test_the_myst_book_is_found_at_the_root_or_in_content(tmp_path):
     (tmp_path / "content").mkdir()
     (tmp_path / "content" / "myst.yml").write_text("version: 1\n")
     assert find_book(tmp_path).root == tmp_path / "content"
+
+
+# --- NeuroLibre's MyST article, as its official template has it ---
+
+ARTICLE_DATA = "trial,r,theta\n1,1.0,0\n1,2.0,90\n2,1.5,45\n2,2.5,180\n"
+ARTICLE = {
+    "myst.yml": """\
+version: 1
+project:
+  title: 'Demystifying MyST: a living preprint'
+  subtitle: A template for reproducible preprints
+  authors:
+    - name: Ada Lovelace
+      orcid: 0000-0001-7283-271X
+      affiliations: polymtl
+      corresponding: true
+      email: ada@example.org
+    - name: Robo Neuro
+      affiliations: polymtl
+  affiliations:
+    - id: polymtl
+      institution: NeuroPoly Lab, Polytechnique Montreal
+      city: Montreal
+  keywords:
+    - reproducible publishing
+  license:
+    content: CC-BY-4.0
+  bibliography:
+    - paper.bib
+site:
+  template: article-theme # Or book-theme
+  options:
+    twitter: neurolibre
+""",
+    "_toc.yml": "format: jb-book\nroot: paper.md\nchapters:\n"
+                "  - file: content/figure_1.ipynb\n  - file: content/figure_2.md\n",
+    "paper.md": """\
+---
+numbering:
+  heading_2: false
+---
+
+## Articles from code
+
+Figures come from notebooks [@Boudreau2023]; this is the first version of the prose.
+
+:::{figure} #fig1cell
+:label: fig1
+
+A polar plot made by content/figure_1.ipynb.
+:::
+
+:::{figure} #fig2cell
+:label: fig2
+
+A matplotlib figure made by content/figure_2.md.
+:::
+""",
+    "paper.bib": "@article{Boudreau2023,\n  title = {Repeat it without me},\n"
+                 "  author = {Boudreau, Mathieu},\n  year = {2023},\n}\n",
+    "binder/requirements.txt": "plotly\nmatplotlib\n",
+    "binder/runtime.txt": "python-3.11\n",
+    "binder/data_requirement.json": '{"src": "https://example.org/trials.csv", "dst": "../data",'
+                                    ' "projectName": "neurolibre-demo-dataset"}\n',
+    "content/figure_1.ipynb": notebook(
+        "Figure 1",
+        "#| label: fig1cell\n"
+        "import csv\n"
+        "import plotly.graph_objects as go\n"
+        "import plotly.io as pio\n"
+        "pio.renderers.default = 'plotly_mimetype'\n"
+        "rows = list(csv.DictReader(open('../data/neurolibre-demo-dataset/trials.csv')))\n"
+        "fig = go.Figure()\n"
+        "for trial in ('1', '2'):\n"
+        "    mine = [r for r in rows if r['trial'] == trial]\n"
+        "    fig.add_trace(go.Scatterpolar(r=[float(r['r']) for r in mine],\n"
+        "                                  theta=[float(r['theta']) for r in mine],\n"
+        "                                  name=f'Trial {trial}'))\n"
+        "fig",
+    ),
+    "content/figure_2.md": """\
+---
+kernelspec:
+  name: python3
+  display_name: 'Python 3'
+---
+
+# Figure 2
+
+```{code-cell} python
+:tags: remove-input
+import matplotlib.pyplot as plt
+```
+
+```{code-cell} python
+#| label: fig2cell
+plt.plot([0, 1, 2, 3], [0, 1, 4, 9])
+plt.title('squares')
+plt.show()
+```
+""",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def article_data(tmp_path_factory) -> Path:
+    dataset = tmp_path_factory.mktemp("data-store") / "demo-key"
+    dataset.mkdir()
+    (dataset / "trials.csv").write_text(ARTICLE_DATA)
+    return dataset
+
+
+@pytest.fixture(scope="module")
+async def first_article_build(myst_books, article_data) -> Outcome:
+    return await myst_books(ARTICLE, datasets=[("neurolibre-demo-dataset", article_data)])
+
+
+def images(html_dir: Path, name: str) -> list[Path]:
+    """The images a reader sees on a page: files of the built site, non-empty PNGs."""
+    found = []
+    for src in re.findall(r'<img src="([^"]+)"', (html_dir / name).read_text()):
+        path = (html_dir / src.lstrip("/")).resolve()
+        assert path.is_relative_to(html_dir.resolve()) and path.is_file(), src
+        assert path.stat().st_size > 0 and path.read_bytes().startswith(PNG_MAGIC), src
+        found.append(path)
+    return found
+
+
+async def test_the_official_myst_article_builds_with_its_figures_and_metadata(
+    first_article_build,
+):
+    """NeuroLibre's MyST template as authors have it: myst.yml at the root with the metadata
+    under project:, article-theme, a _toc.yml with paper.md first, notebooks in content/ that
+    plot with plotly and matplotlib, a runtime with no book tool."""
+    out = first_article_build
+    assert out.status == "succeeded", out.log
+    assert "Building the book (myst, in the root)" in out.log
+    assert (out.result.executed, out.result.cached) == (2, 0)
+    html = page(out, "index.html")
+    # drawn with the theme the author named, with the metadata of myst.yml's project:
+    assert theme_of(out, "index.html") == "article-theme"
+    assert '<p class="project">Demystifying MyST: a living preprint</p>' in html
+    assert '<p class="authors">Ada Lovelace, Robo Neuro</p>' in html
+    assert '<p class="affiliations">NeuroPoly Lab, Polytechnique Montreal</p>' in html
+    assert '<h1 class="title">Articles from code</h1>' in html  # paper.md's first heading
+    assert "this is the first version of the prose." in html
+    # the figures, embedded from the notebooks by their labels: plotly's div with both
+    # traces, and matplotlib's image as a file of the site
+    assert '<div class="plotly-graph-div" data-traces="2">Trial 1, Trial 2</div>' in html
+    assert len(images(out.result.html_dir, "index.html")) == 1
+
+
+async def test_a_prose_only_commit_to_the_article_executes_no_notebook(
+    myst_books, first_article_build, article_data
+):
+    files = dict(ARTICLE)
+    files["paper.md"] = files["paper.md"].replace("the first version", "the second version")
+    out = await myst_books(files, datasets=[("neurolibre-demo-dataset", article_data)],
+                           cache_in=first_article_build.result.cache_dir)  # fmt: skip
+
+    assert out.status == "succeeded", out.log
+    assert (out.result.executed, out.result.cached) == (0, 2)
+    html = page(out, "index.html")
+    assert "this is the second version of the prose." in html
+    assert "Trial 1, Trial 2" in html
+    assert len(images(out.result.html_dir, "index.html")) == 1
+
+
+# --- Themes: the author names one, the operator provides it ---
+
+
+class _ThemeServer:
+    """A web server on 127.0.0.1 serving theme archives as GitHub does; counts requests."""
+
+    def __init__(self, archives: dict[str, bytes]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = archives.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def theme_zip(name: str, version: str, files: dict[str, str]) -> bytes:
+    """A theme's archive as GitHub makes it: one folder <repository>-<commit> at the top."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for rel, text in files.items():
+            zf.writestr(f"{name}-{version}/{rel}", text)
+    return buffer.getvalue()
+
+
+async def test_a_theme_the_service_lacks_is_downloaded_once_at_its_pinned_version(
+    myst_books, tmp_path
+):
+    version = "0123456789abcdef0123456789abcdef01234567"
+    files = {**site_theme("article-theme"),
+             # a theme's server packages: installed confined, with npm, no package scripts
+             "package.json": '{"name": "article-theme", "version": "1.0.0", "private": true}\n'}  # fmt: skip
+    server = _ThemeServer({f"/article-theme/{version}.zip": theme_zip("article-theme", version,
+                                                                      files)})  # fmt: skip
+    themes = tmp_path / "data" / "myst-themes"
+    try:
+        traits = {"myst_themes_dir": str(themes), "myst_theme_download": True,
+                  "myst_theme_versions": {"article-theme": version},
+                  "myst_theme_url": server.url + "/{name}/{version}.zip"}  # fmt: skip
+        article = myst_book({"one.ipynb": TWO_NOTEBOOKS["one.ipynb"]})
+        article["myst.yml"] += "site:\n  template: article-theme\n"
+        first = await myst_books(article, **traits)
+        second = await myst_books(article, **traits)
+    finally:
+        server.close()
+
+    assert first.status == "succeeded", first.log
+    assert (
+        f"Downloading the MyST theme article-theme (once, for every later build): {server.url}"
+        in first.log
+    )
+    assert theme_of(first, "index.html") == "article-theme"
+    assert (themes / "article-theme" / "template.yml").is_file()
+    assert (themes / "article-theme" / "package-lock.json").is_file()  # npm ran
+    assert second.status == "succeeded", second.log
+    assert "Downloading" not in second.log
+    assert theme_of(second, "one.html") == "article-theme"
+    assert server.requests == [f"/article-theme/{version}.zip"]
+
+
+async def test_offline_a_missing_theme_names_itself_and_what_the_operator_does(
+    myst_books, tmp_path
+):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the download cannot happen
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    themes = tmp_path / "myst-themes"
+    article = myst_book({"one.ipynb": TWO_NOTEBOOKS["one.ipynb"]})
+    article["myst.yml"] += "site:\n  template: article-theme\n"
+    out = await myst_books(article, myst_themes_dir=str(themes), myst_theme_download=True,
+                           myst_theme_url=f"http://127.0.0.1:{port}/{{name}}/{{version}}.zip")  # fmt: skip
+
+    assert out.status == "failed"
+    assert out.error.startswith(
+        "The MyST theme article-theme is not on this server, and downloading it failed ("
+    )
+    assert out.error.endswith(
+        f"The operator must provide it: on a machine with internet access, download "
+        f"http://127.0.0.1:{port}/article-theme/75058e55fdb4c3287fb6258fc0aabf47e3620bbc.zip "
+        "(the version this service pins), unzip it, run `npm ci --ignore-scripts` in the "
+        f"folder it holds, and copy that folder to {themes}/article-theme "
+        "(c.LocalBookRunner.myst_themes_dir; `neurolibre build --myst-themes DIR` takes such "
+        "a folder of themes)."
+    )
+    assert not themes.joinpath("article-theme").exists()
+
+
+async def test_a_theme_the_service_does_not_know_is_refused_with_the_ones_it_has(myst_books):
+    article = myst_book({"one.ipynb": TWO_NOTEBOOKS["one.ipynb"]})
+    article["myst.yml"] += "site:\n  template: fancy-theme\n"
+    out = await myst_books(article)
+
+    assert out.status == "failed"
+    assert out.error == (
+        "myst.yml asks for the site theme 'fancy-theme', which this service does not have. "
+        "Use one of: article-theme, book-theme (site: template: article-theme)."
+    )
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "../book-theme",  # out of the operator's folder of themes
+        "./my-theme",  # the repository's own theme (it would draw the page as it likes)
+        "my-theme/template.yml",
+        "{abs}/my-theme",  # a path of this machine
+        "http://127.0.0.1:{port}/theme.zip",  # an address MyST would download from
+        "https://github.com/someone/theme.git",
+    ],
+)  # fmt: skip
+async def test_a_theme_from_a_path_or_an_address_is_never_used_or_fetched(
+    myst_books, template, tmp_path
+):
+    server = _ThemeServer({"/theme.zip": theme_zip("theme", "x", site_theme("evil"))})
+    write_tree(tmp_path / "my-theme", site_theme("this machine's"))
+    try:
+        article = myst_book({"one.ipynb": TWO_NOTEBOOKS["one.ipynb"]})
+        article.update({f"my-theme/{k}": v for k, v in site_theme("the repository's").items()})
+        theme = template.format(abs=tmp_path, port=server.url.rsplit(":", 1)[1])
+        article["myst.yml"] += f"site:\n  template: '{theme}'\n"
+        out = await myst_books(article)
+    finally:
+        server.close()
+
+    assert out.status == "failed"
+    assert out.error.startswith(f"myst.yml sets site.template: {theme!r}; ")
+    assert out.error.endswith(
+        "this service draws preprints with the MyST themes it provides, named, never with a "
+        "theme from a path or an address. Write `template: article-theme` (or book-theme) "
+        "under site:."
+    )
+    assert server.requests == []
+    assert not (out.out_dir / "html").exists()

@@ -689,3 +689,17 @@ def test_a_root_config_yml_alone_is_not_taken_for_a_jupyter_book(preprint):
         "are needed.",
         "No executable content (a notebook or a MyST code cell).",
     ]
+
+
+def test_build_myst_with_a_myst_yml_makes_the_myst_project_the_book(preprint):
+    """content/_neurolibre.yml's `build_myst: true` beside content/'s Jupyter Book and a
+    myst.yml at the root (a published preprint's layout): NeuroLibre built the MyST project,
+    and so do the check and the builder (booklayout.find_book, one function for both)."""
+    (preprint / "content" / "_neurolibre.yml").write_text("build_myst: true\n")
+    (found,) = check(preprint)  # no myst.yml: the Jupyter Book is built, the author is told
+    assert found.message.startswith("build_myst asks NeuroLibre to build this book with MyST")
+    (preprint / "myst.yml").write_text(
+        "version: 1\nproject:\n  title: 'A living preprint: sine waves'\n  toc:\n"
+        "    - file: paper.md\n    - file: content/analysis.ipynb\n"
+    )
+    assert check(preprint) == []
