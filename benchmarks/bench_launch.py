@@ -1,10 +1,23 @@
 """Launch latency: from clicking a direct link to the server answering, through a real hub.
 
-One hub (the embedded config: NeuroLibreSimpleLocalProcessSpawner, local processes), one
-environment built first (its requirements.txt names a new empty sdist, so the build installs
-the server packages from the local index on 127.0.0.1) and ready. Then, as alice logged in
-through the hub's form (a browser session: cookies), --launches times, cycling over --names
-server names:
+Two layouts of a server, measured in the same run and hub, launches interleaved:
+
+  after    the server stack lives apart (the service's layout): the environment's
+           requirements.txt names a new empty sdist, so it holds that and ipykernel; the server
+           runs jupyterhub-singleuser from the service's shared server environment
+           (c.NeuroLibre.server_packages, built once at the service's start), with the author's
+           share/jupyter on JUPYTER_PATH.
+  before   the layout before that change, reproduced: the environment's requirements.txt names
+           the sdist and what every environment used to get (jupyterhub==<hub's version>,
+           ipykernel, jupyterlab), and a benchmark-only spawner subclass (in the hub's config,
+           not in the service) runs that environment's own jupyterhub-singleuser with its bin
+           first on PATH, as the local spawner did.
+
+One hub (the embedded config: the local process spawner; for `both` and `before`, the subclass
+above, which behaves as the service's spawner for environments without a jupyterhub-singleuser),
+both environments built first through the API and ready. Then, as alice logged in through the
+hub's form (a browser session: cookies), --launches times per layout (alternating which layout
+goes first), cycling over --names server names per layout:
 
   cold     stop and remove the server first (service API
            DELETE /services/neurolibre/api/servers/NAME?remove=true with the session's
@@ -21,19 +34,16 @@ server names:
 From the hub's log (millisecond timestamps; the single-user servers log there too), per cold
 launch, as times after the link's t0: a. the hub runs the server process (its "Spawning ..."
 line), b. the server's first ServerApp line (interpreter start and imports), c. its "Jupyter
-Server ... is running at" line, d. the hub's "User alice:NAME took X seconds to start" (the hub
-polls the new server with exponential backoff and full jitter: sleeps of uniform(0, 0.2),
-(0, 0.4), (0, 0.8), ... s), e. api/status answering 200. The first launch after the build is
-shown apart too: the environment has no .pyc files until a server has run in it (counted).
+Server ... is running at" line, d. the hub's "User alice:NAME took X seconds to start", e.
+api/status answering 200.
 
-Afterwards, with no server running, the environment's python is timed starting (`-c pass`),
-importing the server stack (`import jupyterhub.singleuser, jupyterlab`), the same with
-rfc3987_syntax blocked (`sys.modules['rfc3987_syntax'] = None`: jsonschema's format checker
-then skips the "iri" formats, as when the package is not installed), and importing only
-rfc3987_syntax (it builds Lark parsers at import).
+Also: how long the service took to build its server environment at start (from the hub
+becoming healthy to the environment's marker), and afterwards, with no server running, the
+server's python (the server environment's, or the before-environment's) timed starting
+(`-c pass`) and importing the server stack (`import jupyterhub.singleuser, jupyterlab`).
 
-Usage: python benchmarks/bench_launch.py [--launches 8] [--names 3] [--reopens 2]
-       [--import-reps 5]
+Usage: python benchmarks/bench_launch.py [--layout both|after|before] [--launches 8]
+       [--names 3] [--reopens 2] [--import-reps 5]
 """
 
 from __future__ import annotations
@@ -51,13 +61,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    Hub,
+    hub_args,
+    load,
     make_repo,
     median,
     package_index,
     pct,
     require_tools,
-    running_hub,
     table,
+    uptime,
     workspace,
 )
 
@@ -68,7 +81,33 @@ USER = "alice"
 NOTEBOOK = "analysis.ipynb"
 POLL = 0.05
 STACK = "import jupyterhub.singleuser, jupyterlab"
-STACK_NO_RFC = "the same, rfc3987_syntax blocked"
+LAYOUTS = ("after", "before")
+# the hub's config for the "before" layout (benchmark only): an environment that has its own
+# jupyterhub-singleuser runs it, with its bin first on PATH, as the local spawner did before
+BEFORE_SPAWNER = """
+import os
+from neurolibre_service.spawner import NeuroLibreSimpleLocalProcessSpawner
+
+
+class BenchBeforeSpawner(NeuroLibreSimpleLocalProcessSpawner):
+    async def _use_environment(self, spec):
+        await super()._use_environment(spec)
+        own = os.path.join(spec["location"], "bin", "jupyterhub-singleuser")
+        self._bench_before = os.path.exists(own)
+        if self._bench_before:
+            self.cmd = [own]
+
+    def get_env(self):
+        env = super().get_env()
+        if getattr(self, "_bench_before", False):
+            env.pop("JUPYTER_PATH", None)
+            env["PATH"] = self._nl_venv + "/bin" + os.pathsep + env["PATH"]
+            env["VIRTUAL_ENV"] = self._nl_venv
+        return env
+
+
+c.JupyterHub.spawner_class = BenchBeforeSpawner
+"""
 # "[I 2026-11-22 00:27:01.123 JupyterHub base:1193] User alice:x took 2.345 seconds to start"
 LOG_TS = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 
@@ -120,19 +159,15 @@ def spawn_figures(lines: list[str], name: str, wall0: float) -> dict:
     return out
 
 
-def import_times(venv: Path, reps: int) -> dict[str, list[float]]:
-    """Wall times (s) of the environment's python: starting and exiting, importing the server
-    stack, the same with rfc3987_syntax blocked, importing only rfc3987_syntax (which
-    jsonschema's format checker pulls in)."""
-    codes = {"python -c pass": "pass", STACK: STACK,
-             STACK_NO_RFC: f"import sys; sys.modules['rfc3987_syntax'] = None; {STACK}",
-             "import rfc3987_syntax": "import rfc3987_syntax"}  # fmt: skip
+def import_times(python: Path, reps: int) -> dict[str, list[float]]:
+    """Wall times (s) of a server's python: starting and exiting, importing the server stack."""
+    codes = {"python -c pass": "pass", STACK: STACK}
     out: dict[str, list[float]] = {k: [] for k in codes}
     for _ in range(reps):
         for label, code in codes.items():
             t0 = time.perf_counter()
-            subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
-                           timeout=120, check=True)  # fmt: skip
+            subprocess.run([str(python), "-c", code], capture_output=True, timeout=120,
+                           check=True)  # fmt: skip
             out[label].append(time.perf_counter() - t0)
     return out
 
@@ -213,31 +248,76 @@ def summary_row(label: str, values: list[float]) -> list:
     return [label, len(values), median(values), pct(values, 90), min(values), max(values)]
 
 
+def server_env_of(hub: Hub) -> Path | None:
+    ready = sorted(
+        (hub.service_data / "service-environments").glob("server-*/.neurolibre-service-env")
+    )
+    return ready[0].parent if ready else None
+
+
+async def build_env(hub: Hub, index, repos: Path, layout: str, hub_version: str) -> dict:
+    req = index.add_sdist(index.sdists, f"nlbench-launch-{layout}-{time.time_ns()}", "1.0", "")
+    lines = [req]
+    if layout == "before":  # what every environment got before the server stack lived apart
+        lines += [f"jupyterhub=={hub_version}", "ipykernel", "jupyterlab"]
+    repo = repos / f"launch-{layout}"
+    make_repo(repo, {"binder/requirements.txt": "".join(f"{x}\n" for x in lines),
+                     NOTEBOOK: "{}"})  # fmt: skip
+    t = time.perf_counter()
+    async with hub.token_client(USER) as alice:
+        env, log = await build(alice, f"launch-{layout}", repo)
+    if env["status"] != "ready":
+        raise RuntimeError(f"{layout} build failed: {env.get('error')}\n" + "\n".join(log[-40:]))
+    venv = hub.service_data / "environments" / env["runtime"]["key"]
+    own = (venv / "bin" / "jupyterhub-singleuser").exists()
+    if own != (layout == "before"):
+        raise RuntimeError(f"{layout}: the environment {'has' if own else 'lacks'} a server")
+    print(f"{layout}: environment {env['id']} ready in {time.perf_counter() - t:.1f} s "
+          f"({venv}, {du_mb(venv):.0f} MB)")  # fmt: skip
+    return {"id": env["id"], "venv": venv}
+
+
+def du_mb(path: Path) -> float:
+    return (
+        sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+    )
+
+
 async def main_async(args) -> None:
+    import jupyterhub
+
     require_tools()
-    names = [f"paper{i}" if i else "paper" for i in range(args.names)]
-    cold: list[dict] = []
-    reopen: list[dict] = []
+    layouts = list(LAYOUTS) if args.layout == "both" else [args.layout]
+    cold: dict[str, list[dict]] = {k: [] for k in layouts}
+    reopen: dict[str, list[dict]] = {k: [] for k in layouts}
     stops: list[float] = []
-    imports: dict[str, list[float]] = {}
-    pyc: list[int] = []
+    imports: dict[str, dict[str, list[float]]] = {}
+    pyc: dict[str, int] = {}
+    info: dict[str, str] = {"uptime before": uptime(), "load before": load()}
     with workspace(args.keep) as root, package_index(root) as index:
         repos = root / "repos"
         repos.mkdir()
-        with running_hub(root, index, repos) as hub:
-            req = index.add_sdist(index.sdists, f"nlbench-launch-{time.time_ns()}", "1.0", "")
-            repo = repos / "launch"
-            make_repo(repo, {"binder/requirements.txt": f"{req}\n", NOTEBOOK: "{}"})
-            t = time.perf_counter()
-            async with hub.token_client(USER) as alice:
-                env, log = await build(alice, "launch-bench", repo)
-            if env["status"] != "ready":
-                raise RuntimeError(f"build failed: {env.get('error')}\n" + "\n".join(log[-40:]))
-            env_id, key = env["id"], env["runtime"]["key"]
-            venv = hub.service_data / "environments" / key
-            print(f"environment {env_id} ready in {time.perf_counter() - t:.1f} s "
-                  f"(runtime {key[:12]}, {'found' if venv.is_dir() else 'NOT found'} at {venv})")  # fmt: skip
-            pyc.append(count_pyc(venv))
+        extra = BEFORE_SPAWNER if "before" in layouts else ""
+        hub = Hub(root, service_args=hub_args(index, repos), extra_config=extra)
+        try:
+            t_hub = time.perf_counter()
+            hub.start(timeout=120)
+            t_healthy = time.perf_counter()
+            envs = {k: await build_env(hub, index, repos, k, jupyterhub.__version__)
+                    for k in layouts}  # fmt: skip
+            # the server environment, built by the service at its start (in the background)
+            deadline = time.perf_counter() + args.timeout
+            while server_env_of(hub) is None and time.perf_counter() < deadline:
+                await asyncio.sleep(0.1)
+            server_env = server_env_of(hub)
+            if server_env is None:
+                raise RuntimeError("the service did not build its server environment")
+            marker = server_env / ".neurolibre-service-env"
+            built_at = marker.stat().st_mtime - (time.time() - (time.perf_counter() - t_healthy))
+            print(f"hub healthy {t_healthy - t_hub:.1f} s after its start; the server environment "
+                  f"({server_env}, {du_mb(server_env):.0f} MB) was ready {built_at:.1f} s after that")  # fmt: skip
+            pythons = {"after": server_env / "bin" / "python",
+                       "before": envs.get("before", {}).get("venv", Path()) / "bin" / "python"}  # fmt: skip
             token = hub.api_token(USER)
             session = await hub.browser_client(USER)
             admin = httpx.AsyncClient(base_url=f"{hub.url}/hub/api/", timeout=30,
@@ -246,33 +326,43 @@ async def main_async(args) -> None:
                                               follow_redirects=False,
                                               headers={"Authorization": f"token {token}"})  # fmt: skip
             hub_log = HubLog(hub.log_path)
+            names = [f"{k}{i}" for k in layouts for i in range(args.names)]
             try:
                 for i in range(args.launches):
-                    name = names[i % len(names)]
-                    if await server_model(admin, name) is not None:
-                        stops.append(await stop_and_remove(session, admin, name, args.timeout))
-                    hub_log.new_lines()
-                    res = await timed_link(session, status_client, name, env_id, "cold",
-                                           args.timeout)  # fmt: skip
-                    model = await server_model(admin, name)
-                    if not (model and model.get("ready")):
-                        raise RuntimeError(f"{name}: api/status answered but the hub says {model}")
-                    if (model.get("user_options") or {}).get("environment") != env_id:
-                        raise RuntimeError(f"{name} runs {model.get('user_options')}")
-                    await asyncio.sleep(0.3)  # let the hub finish logging this spawn
-                    res.update(spawn_figures(hub_log.new_lines(), name, res["wall0"]))
-                    cold.append(res)
-                    again = []
-                    for _ in range(args.reopens):
-                        r2 = await timed_link(session, status_client, name, env_id, "reopen",
-                                              args.timeout)  # fmt: skip
-                        reopen.append(r2)
-                        again.append(f"{r2['total'] * 1000:.0f}")
-                    print(f"  launch {i + 1} {name}: {res['total']:.2f} s (302 after "
-                          f"{res['link']:.2f} s, {res['polls']} poll(s); server up at "
-                          f"{res.get('server up', float('nan')):.2f} s, hub spawn "
-                          f"{res.get('hub spawn', float('nan')):.2f} s); reopen "
-                          f"{', '.join(again)} ms")  # fmt: skip
+                    order = layouts if i % 2 == 0 else list(reversed(layouts))
+                    for layout in order:
+                        name = f"{layout}{i % args.names}"
+                        env_id = envs[layout]["id"]
+                        if await server_model(admin, name) is not None:
+                            stops.append(await stop_and_remove(session, admin, name, args.timeout))
+                        hub_log.new_lines()
+                        res = await timed_link(session, status_client, name, env_id, "cold",
+                                               args.timeout)  # fmt: skip
+                        model = await server_model(admin, name)
+                        if not (model and model.get("ready")):
+                            raise RuntimeError(
+                                f"{name}: api/status answered but the hub says {model}"
+                            )
+                        if (model.get("user_options") or {}).get("environment") != env_id:
+                            raise RuntimeError(f"{name} runs {model.get('user_options')}")
+                        await asyncio.sleep(0.3)  # let the hub finish logging this spawn
+                        lines = hub_log.new_lines()
+                        spawned = [ln for ln in lines if "Spawning " in ln]
+                        expected = str(envs[layout]["venv"] if layout == "before" else server_env)
+                        if not any(expected in ln for ln in spawned):
+                            raise RuntimeError(f"{name}: not spawned from {expected}: {spawned}")
+                        res.update(spawn_figures(lines, name, res["wall0"]))
+                        cold[layout].append(res)
+                        again = []
+                        for _ in range(args.reopens):
+                            r2 = await timed_link(session, status_client, name, env_id, "reopen",
+                                                  args.timeout)  # fmt: skip
+                            reopen[layout].append(r2)
+                            again.append(f"{r2['total'] * 1000:.0f}")
+                        print(f"  {layout} launch {i + 1} {name}: {res['total']:.2f} s (server up "
+                              f"at {res.get('server up', float('nan')):.2f} s, hub spawn "
+                              f"{res.get('hub spawn', float('nan')):.2f} s); reopen "
+                              f"{', '.join(again)} ms")  # fmt: skip
             finally:
                 for name in names:
                     try:
@@ -284,80 +374,94 @@ async def main_async(args) -> None:
                 await status_client.aclose()
                 await admin.aclose()
                 await session.aclose()
-            # no server runs now: the server stack's imports alone, in the same environment
-            # (its .pyc files were written by the launches above)
-            pyc.append(count_pyc(venv))
-            imports = import_times(venv, args.import_reps)
-    report(cold, reopen, stops, imports, pyc, len(names))
+            # no server runs now: each layout's server python, importing the server stack
+            for layout in layouts:
+                pyc[layout] = count_pyc(pythons[layout].parent.parent)
+                imports[layout] = import_times(pythons[layout], args.import_reps)
+        finally:
+            hub.stop()
+    info.update({"uptime after": uptime(), "load after": load()})
+    report(cold, reopen, stops, imports, pyc, args.names, info)
 
 
-def report(cold: list[dict], reopen: list[dict], stops: list[float],
-           imports: dict[str, list[float]], pyc: list[int], n_names: int) -> None:  # fmt: skip
+def report(cold: dict[str, list[dict]], reopen: dict[str, list[dict]], stops: list[float],
+           imports: dict[str, dict[str, list[float]]], pyc: dict[str, int], n_names: int,
+           info: dict[str, str]) -> None:  # fmt: skip
     def col(rows: list[dict], key: str) -> list[float]:
         return [r[key] for r in rows if key in r]
 
     def diff(rows: list[dict], a: str, b: str) -> list[float]:
         return [r[b] - (r[a] if a else 0.0) for r in rows if (not a or a in r) and b in r]
 
+    def rows_of(c: list[dict], o: list[dict]) -> list[tuple[str, list[float]]]:
+        return [
+            ("cold: link -> api/status 200", col(c, "total")),
+            ("  cold, launches 2..n", col(c[1:], "total")),
+            ("  link -> 302 (service + hub spawn)", col(c, "link")),
+            ("  hub: 'took X seconds to start'", col(c, "hub spawn")),
+            ("  a. link -> hub runs the process", diff(c, "", "process")),
+            ("  b. process -> first ServerApp line", diff(c, "process", "first log")),
+            ("  c. first line -> 'is running at'", diff(c, "first log", "server up")),
+            ("  d. 'is running at' -> hub done", diff(c, "server up", "hub noticed")),
+            ("  e. hub done -> api/status 200",
+             [r["total"] - r["hub noticed"] for r in c if "hub noticed" in r]),
+            ("reopen: link -> api/status 200", col(o, "total")),
+        ]  # fmt: skip
+
     print()
-    print(f"Launch latency (s), environment already built, {len(cold)} cold launches over "
-          f"{n_names} names, {len(reopen)} reopens; api/status polled every {POLL * 1000:.0f} ms")  # fmt: skip
-    rows = [
-        summary_row("cold: link -> api/status 200", col(cold, "total")),
-        summary_row("  cold, launches 2..n", col(cold[1:], "total")),
-        summary_row("  link -> 302 (service + hub spawn)", col(cold, "link")),
-        summary_row("  302 -> api/status 200", col(cold, "after")),
-        summary_row("  hub: 'took X seconds to start'", col(cold, "hub spawn")),
-        summary_row("  a. link -> hub runs the process", diff(cold, "", "process")),
-        summary_row("  b. process -> first ServerApp line", diff(cold, "process", "first log")),
-        summary_row("  c. first line -> 'is running at'", diff(cold, "first log", "server up")),
-        summary_row("  d. 'is running at' -> hub done", diff(cold, "server up", "hub noticed")),
-        summary_row(
-            "  e. hub done -> api/status 200",
-            [r["total"] - r["hub noticed"] for r in cold if "hub noticed" in r],
-        ),
-        summary_row("reopen: link -> api/status 200", col(reopen, "total")),
-        summary_row("  link -> 302", col(reopen, "link")),
-        summary_row("  302 -> api/status 200", col(reopen, "after")),
-        summary_row("stop+remove: DELETE -> gone from hub", stops),
-    ]
-    print(table(["what", "n", "median", "p90", "min", "max"], rows))
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    layouts = list(cold)
+    for layout in layouts:
+        print()
+        print(f"[{layout}] launch latency (s), {len(cold[layout])} cold launches over {n_names} "
+              f"names, {len(reopen[layout])} reopens; api/status polled every {POLL * 1000:.0f} ms")  # fmt: skip
+        print(table(["what", "n", "median", "p90", "min", "max"],
+                    [summary_row(label, v) for label, v in rows_of(cold[layout], reopen[layout])]))  # fmt: skip
+    if stops:
+        print(table(["what", "n", "median", "p90", "min", "max"],
+                    [summary_row("stop+remove: DELETE -> gone from hub", stops)]))  # fmt: skip
     print("(a-e from the hub log's millisecond timestamps, the single-user server logs there too)")
-    c, o = median(col(cold, "total")), median(col(reopen, "total"))
-    print()
-    print(f"cold / reopen (median): {c / o:.0f}x ({c:.2f} s / {o * 1000:.0f} ms)")
-    link_share = [r["link"] / r["total"] for r in cold]
-    print(f"share of a cold launch spent before the 302 arrives: median {median(link_share):.0%}")
-    if len(cold) > 1:
-        print(f"first launch after the build / median of the others: "
-              f"{cold[0]['total'] / median(col(cold[1:], 'total')):.2f}x")  # fmt: skip
-    if len(cold) > 1:
-        print(f"  .pyc files in the environment: {pyc[0]} after the build, {pyc[-1]} after the "
-              f"launches (the first server start compiles them)")  # fmt: skip
     if imports:
-        print("In the environment, no server running (wall s, median of "
-              f"{len(next(iter(imports.values())))}):")  # fmt: skip
-        print(table(["python", "median", "max"],
-                    [[k, median(v), max(v)] for k, v in imports.items()]))  # fmt: skip
-        stack, no_rfc = median(imports[STACK]), median(imports[STACK_NO_RFC])
-        rfc = median(imports["import rfc3987_syntax"]) - median(imports["python -c pass"])
-        print(f"server stack import / cold launch: {stack / c:.0%}; rfc3987_syntax import "
-              f"(minus interpreter start) / server stack import: {rfc / stack:.0%}; "
-              f"stack import with / without rfc3987_syntax: {stack / no_rfc:.2f}x "
-              f"({stack - no_rfc:.2f} s)")  # fmt: skip
+        print()
+        print("The server's python, no server running (wall s, median of "
+              f"{len(next(iter(next(iter(imports.values())).values())))}):")  # fmt: skip
+        print(table(["layout", "python", "median", "max", ".pyc files"],
+                    [[layout, k, median(v), max(v), pyc.get(layout, 0)]
+                     for layout, d in imports.items() for k, v in d.items()]))  # fmt: skip
+    if set(layouts) == set(LAYOUTS):
+        a, b = cold["after"], cold["before"]
+        print()
+        print("after / before (the same run, launches interleaved):")
+        ratio_rows = []
+        for (label, va), (_, vb) in zip(rows_of(a, reopen["after"]), rows_of(b, reopen["before"]),
+                                        strict=True):  # fmt: skip
+            ma, mb = median(va), median(vb)
+            ratio_rows.append([label.strip(), ma, mb, ma / mb if mb else float("nan")])
+        pairs = [x["total"] / y["total"] for x, y in zip(a, b, strict=False)]
+        print(table(["what", "after median", "before median", "after/before"], ratio_rows))
+        print(f"cold launch, per interleaved pair (after/before): median {median(pairs):.2f}, "
+              f"range {min(pairs):.2f}-{max(pairs):.2f}")  # fmt: skip
+        if imports:
+            ia, ib = median(imports["after"][STACK]), median(imports["before"][STACK])
+            print(f"server stack import, after/before: {ia / ib:.2f} ({ia:.2f} s / {ib:.2f} s)")
     aim = 3.0
-    print(f"aim < {aim:.0f} s median for a cold start: {'met' if c < aim else 'NOT met'} "
-          f"({c:.2f} s, {c / aim:.1f}x the aim)")  # fmt: skip
+    for layout in layouts:
+        c = median(col(cold[layout], "total"))
+        print(f"[{layout}] aim < {aim:.0f} s median for a cold start: "
+              f"{'met' if c < aim else 'NOT met'} ({c:.2f} s, {c / aim:.1f}x the aim)")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--launches", type=int, default=8, help="cold launches")
-    ap.add_argument("--names", type=int, default=3, help="server names to cycle over")
+    ap.add_argument("--layout", choices=("both", *LAYOUTS), default="both",
+                    help="the server stack apart (after), in the environment (before), or both")  # fmt: skip
+    ap.add_argument("--launches", type=int, default=8, help="cold launches per layout")
+    ap.add_argument("--names", type=int, default=3, help="server names per layout to cycle over")
     ap.add_argument("--reopens", type=int, default=2, help="reopens after each cold launch")
     ap.add_argument("--timeout", type=float, default=120, help="bound on each wait (s)")
     ap.add_argument("--import-reps", type=int, default=5,
-                    help="timings of the server stack's imports in the environment")  # fmt: skip
+                    help="timings of the server stack's imports in the server's python")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     asyncio.run(main_async(ap.parse_args()))
 
