@@ -157,10 +157,22 @@ async def test_an_author_submits_and_an_editor_publishes(hub, alice, new_repo, d
         # submitting the same build again says it is under review already
         r = await alice.post(f"preprints/{pid}/submit", json={})
         assert r.status_code == 409 and "under review already" in r.json()["message"]
+        # the author may withdraw it (and submit it again); a withdrawn one cannot be screened
+        r = await alice.post(f"preprints/{pid}/withdraw", json={"comment": "One more check."})
+        assert r.json()["status"] == "withdrawn" and r.json()["events"][0]["kind"] == "withdraw"
+        assert mails(hub, AUTHOR_MAIL, "withdrawn")
+        r = await editor.post(f"preprints/{pid}/decision", json={"decision": "screen"})
+        assert r.status_code == 409 and "This preprint is withdrawn" in r.json()["message"]
+        r = await alice.post(f"preprints/{pid}/submit", json={})
+        assert r.json()["status"] == "submitted"
 
-        # the editors' queue has it; someone without the scope cannot act as an editor
+        # the editors' queue has it (and their page); someone without the scope cannot edit
         queue = (await editor.get("reviews")).json()
         assert [i["status"] for i in queue if i["preprint"] == pid] == ["submitted"]
+        async with httpx.AsyncClient(headers=editor.headers, timeout=30) as c:
+            page = await c.get(f"{hub.url}{SERVICE}reviews")
+        assert page.status_code == 200 and "Editorial queue" in page.text
+        assert f'data-preprint="{pid}"' in page.text and "&lt;script&gt;" in page.text
         r = await alice.post(f"preprints/{pid}/decision", json={"decision": "accept"})
         assert r.status_code == 403 and "custom:neurolibre:review" in r.json()["message"]
         r = await dave.post(f"preprints/{pid}/decision", json={"decision": "accept"})
@@ -410,11 +422,11 @@ async def test_what_a_version_needs_cannot_be_deleted(hub, alice, story):
         r = await alice.request(method, path)
         assert r.status_code == 409, r.text
         assert f"published version {slug} v1" in r.json()["message"]
+    # the author deletes the preprint: what was published stays published, data included
+    assert (await alice.delete(f"preprints/{story['preprint']}")).status_code == 204
     async with hub.token_client("admin") as admin:
         r = await admin.delete(f"datasets/{v1['datasets'][0]['key']}")
         assert r.status_code == 409 and f"published version {slug} v1" in r.json()["message"]
-    # the author deletes the preprint: what was published stays published
-    assert (await alice.delete(f"preprints/{story['preprint']}")).status_code == 204
     async with anonymous(hub) as anon:
         r = await anon.get(f"p/{slug}/v1/book/analysis.html")
         assert r.status_code == 200 and "answer 42" in r.text
