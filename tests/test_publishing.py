@@ -119,6 +119,15 @@ async def test_an_author_cannot_submit_a_preprint_whose_build_failed(hub, alice,
     message = r.json()["message"]
     assert f"The latest build ({build['id']}) failed at the check stage" in message
     assert "prerequisite for submission" in message
+    # from a browser session, a write without the XSRF token is refused like an anonymous one
+    session = await hub.browser_client("alice")
+    try:
+        r = await session.request("POST", f"api/preprints/{p['id']}/submit", json={}, xsrf=False)
+        assert r.status_code == 403 and "X-XSRFToken" in r.json()["message"]
+        r = await session.request("POST", f"api/preprints/{p['id']}/submit", json={})
+        assert r.status_code == 409 and "prerequisite for submission" in r.json()["message"]
+    finally:
+        await session.aclose()
 
 
 async def test_an_author_submits_and_an_editor_publishes(hub, alice, new_repo, data_server, story):
