@@ -17,8 +17,8 @@ assignment: the hub keeps none) and the operator's editorial address (c.NeuroLib
 
 Accepting publishes: version N of the preprint's publication (slug stable, never reused) pins the
 build's commit, runtime (key, backend, location), datasets (keys and a SHA-256 of each one's
-files), the book's HTML (copied to DATA/published/<slug>/v<N>/, read-only), the runtime files,
-the build's logs and the metadata (metadata.py, from the layout check's reading of paper.md and
+files), the book's HTML (copied to DATA/published/<slug>/v<N>/, read-only), the repository's
+files at the commit (source/), the runtime files, the build's logs and the metadata (metadata.py, from the layout check's reading of paper.md and
 myst.yml). Nothing updates or deletes a version: there is no code path for it, and migration
 0004's triggers refuse it in SQL. A launch needs an environment: publishing adds one (the
 author's, named <slug>-v<N>) on the build's runtime; deleting it, the runtime or a dataset a
@@ -136,18 +136,24 @@ class BookTooLarge(Exception):
     pass
 
 
-def copy_book(src: Path, dest: Path, limit: int) -> tuple[int, int]:
+def copy_book(
+    src: Path, dest: Path, limit: int, skip: frozenset[str] = frozenset()
+) -> tuple[int, int]:
     """The regular files and directories of a built book (written by a confined build: hostile)
-    into dest, read-only. A link is copied as the file it names only when that file is inside
-    the book; links out, links to directories, FIFOs, sockets and devices are left out.
-    Returns (files, bytes); raises BookTooLarge past `limit` bytes."""
+    or a checkout into dest, read-only. A link is copied as the file it names only when that
+    file is inside src; links out, links to directories, FIFOs, sockets and devices are left
+    out, and so are the top-level entries named in `skip` (.git). Returns (files, bytes);
+    raises BookTooLarge past `limit` bytes."""
     root = os.path.realpath(src)
     files = total = 0
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         out = dest if rel == "." else dest / rel
         out.mkdir(parents=True, exist_ok=True)
-        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))
+                             and not (rel == "." and d in skip))  # fmt: skip
+        if rel == ".":
+            filenames = [f for f in filenames if f not in skip]
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             real = os.path.realpath(path)
@@ -762,23 +768,24 @@ class Publishing:
                 runtime = await asyncio.to_thread(find_runtime, work)
             except RuntimeError_ as e:
                 raise Conflict(f"{e} Nothing was published.") from None
+            slug = pub.slug if pub else make_slug(meta.get("title") or p.title, p.id)
+            target = self.root / slug / f"v{version}"
+            staging = self.root / slug / f".staging-v{version}-{secrets.token_hex(4)}"
+            published_at = datetime.now(UTC)
+            try:
+                files = await asyncio.to_thread(
+                    self._assemble, staging, html, work, b.job_id, runtime.files, data
+                )
+            except BookTooLarge:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+                raise Conflict(f"The book and the repository's files are larger than "
+                               f"{self.book_size_limit >> 20} MB, the most a published version "
+                               "may hold; nothing was published.") from None  # fmt: skip
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+                raise
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
-        slug = pub.slug if pub else make_slug(meta.get("title") or p.title, p.id)
-        target = self.root / slug / f"v{version}"
-        staging = self.root / slug / f".staging-v{version}-{secrets.token_hex(4)}"
-        published_at = datetime.now(UTC)
-        try:
-            files = await asyncio.to_thread(
-                self._assemble, staging, html, b.job_id, runtime.files, data
-            )
-        except BookTooLarge:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-            raise Conflict(f"The book is larger than {self.book_size_limit >> 20} MB, the most "
-                           "a published version may hold; nothing was published.") from None  # fmt: skip
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-            raise
         book_sha, book_files, book_bytes, runtime_files, datasets = files
         title = meta.get("title") or p.title or p.repo_url
         names = " ".join(a.get("name", "") for a in meta.get("authors") or [])
@@ -835,13 +842,18 @@ class Publishing:
             channel.close("succeeded")
         return e
 
-    def _assemble(self, staging: Path, html: Path, job_id: int, runtime: dict[str, bytes],
+    def _assemble(self, staging: Path, html: Path, checkout: Path, job_id: int,
+                  runtime: dict[str, bytes],
                   data: list[tuple[str, str, dict, int | None]]) -> tuple:  # fmt: skip
-        """A version's files in `staging` (made read-only): book/, runtime/, logs/. Returns
-        (book sha256, files, bytes, runtime files [{name, size_bytes, sha256}], datasets)."""
+        """A version's files in `staging` (made read-only): book/, source/ (the repository at
+        the commit, without .git: a version outlives its repository, and a launch needs its
+        files), runtime/, logs/. Returns (book sha256, files, bytes, runtime files
+        [{name, size_bytes, sha256}], datasets)."""
         staging.mkdir(parents=True)
         book_files, book_bytes = copy_book(html, staging / "book", self.book_size_limit)
         book_sha, _n, _size = tree_digest(staging / "book")
+        copy_book(checkout, staging / "source", self.book_size_limit - book_bytes,
+                  skip=frozenset({".git"}))  # fmt: skip
         runtime_files = []
         for name in sorted(runtime):
             dest = (staging / "runtime" / name).resolve()

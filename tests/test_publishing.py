@@ -383,6 +383,9 @@ async def test_a_new_version_goes_through_the_editor_and_leaves_v1_as_it_was(hub
     v1_dir = hub.service_data / "published" / slug / "v1"
     v1_files = files_of(v1_dir)
     assert "book/analysis.html" in v1_files and "runtime/requirements.txt" in v1_files
+    # the repository's files at the commit, without .git: the version outlives the repository
+    assert "source/content/analysis.ipynb" in v1_files and "source/paper.md" in v1_files
+    assert not [name for name in v1_files if name.startswith("source/.git")]
 
     # the same commit again: nothing new to publish
     r = await alice.post(f"preprints/{pid}/submit", json={})
