@@ -439,12 +439,15 @@ class NeuroLibre(Application):
                                      time_limit=self.data_time_limit)  # fmt: skip
         self.books: BookRunner
         if self.builder in ("docker", "binderhub"):  # books run in the builder's images
-            self.books = DockerBookRunner(parent=self,
+            self.books = DockerBookRunner(parent=self, sandbox=sandbox,
                                           registry_auth=self.builder_impl.registry_auth())  # fmt: skip
             if "docker_host" not in self.config.DockerBookRunner:  # the same engine
                 self.books.docker_host = self.builder_impl.docker_host
-        else:
-            self.books = LocalBookRunner(parent=self, sandbox=sandbox)
+        else:  # MyST books start their Jupyter server from the service's server environment
+            self.books = LocalBookRunner(parent=self, sandbox=sandbox,
+                                         server_environment=self.server_environment)  # fmt: skip
+        if not self.books.myst_themes_dir:  # MyST themes, downloaded there once when missing
+            self.books.myst_themes_dir = str(data / "myst-themes")
         smtp = SMTPSettings(host=self.smtp_host, port=self.smtp_port,
                             security=self.smtp_security, username=self.smtp_username,
                             password=self.smtp_password, sender=self.mail_from)  # fmt: skip

@@ -21,10 +21,12 @@ cache, so a commit that edits only prose executes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -558,10 +560,6 @@ class _Myst:
             raise BookError(str(e)) from None
         except ThemeUnavailable as e:
             raise JobFailed(str(e)) from None
-        tools = await self.runner.myst_tools(ctx, env)
-        ctx.say(f"MyST {tools.version} (mystmd, the service's), theme {theme_name} ({theme})")
-        ctx.say(f"Notebooks run on the python3 kernel of {env.name}; MyST's Jupyter server is "
-                f"{tools.server}.")  # fmt: skip
         self._configure(source.root, config, theme)
         build = source.root / "_build"
         await asyncio.to_thread(_remove, build)
@@ -590,6 +588,10 @@ class _Myst:
             "metadata": {"debugger": True},
         }, indent=1))  # fmt: skip
         (work / "cache-probe.cjs").write_text(MYST_CACHE_PROBE)
+        tools = await self.runner.myst_tools(ctx, env, work)
+        ctx.say(f"MyST {tools.version} (mystmd, the service's), theme {theme_name} ({theme})")
+        ctx.say(f"Notebooks run on the python3 kernel of {env.name}; MyST's Jupyter server is "
+                f"{tools.server}.")  # fmt: skip
         argv = [*tools.argv, "build", "--html", "--execute"]
         run = _Run(source, checkout, env, out_dir, argv, cwd=source.root,
                    readable=[theme, *tools.readable], mounts=list(tools.mounts),
@@ -862,8 +864,9 @@ class BookRunner(LoggingConfigurable):
                           download=self.myst_theme_download, sandbox=self.sandbox,
                           _locks=locks)  # fmt: skip
 
-    def myst_programs(self) -> tuple[Path, Path, str]:
-        """(node, MyST's JavaScript file, its version) on this machine: the service's."""
+    def myst_programs(self) -> MystPrograms:
+        """node, npm (MyST checks both), MyST's JavaScript file and its version: the
+        service's, on this machine."""
         setting = f"c.{type(self).__name__}"
         node = shutil.which(self.node or "node")
         if node is None:
@@ -871,6 +874,17 @@ class BookRunner(LoggingConfigurable):
                 f"MyST books need Node.js 20 or later ({self.node or 'node'} is not found): the "
                 f"operator installs it (nodejs.org, or NodeSource's packages), or sets "
                 f"{setting}.node to its path."
+            )
+        node_path = Path(node).resolve()
+        # npm beside node (as Node.js installs it), else on the service's PATH
+        npm = shutil.which("npm", path=f"{Path(node).parent}:{node_path.parent}") or \
+            shutil.which("npm")  # fmt: skip
+        npm_cli = Path(npm).resolve() if npm else None
+        if npm_cli is None or npm_cli.suffix != ".js":
+            raise JobFailed(
+                f"MyST books need npm beside {node_path} (MyST checks it is there; Node.js "
+                "installs it): the operator installs it (apt-get install npm, or Node.js from "
+                "nodejs.org)."
             )
         if self.myst_command:
             bundle, version = _myst_bundle(Path(self.myst_command).expanduser())
@@ -884,10 +898,19 @@ class BookRunner(LoggingConfigurable):
             if bundle is None:
                 raise JobFailed("This service was installed without mystmd (a dependency of "
                                 "neurolibre-service): reinstall it (scripts/install.sh).")  # fmt: skip
-        return Path(node).resolve(), bundle, version
+        major = _node_major(node_path)
+        if major < 20:
+            raise JobFailed(
+                f"MyST books need Node.js 20 or later; {node_path} is "
+                f"{f'Node.js {major}' if major else 'not a Node.js that runs'}. The operator "
+                f"installs a newer one (nodejs.org, or NodeSource's packages), or sets "
+                f"{setting}.node to its path."
+            )
+        return MystPrograms(node_path, npm_cli, bundle, version)
 
-    async def myst_tools(self, ctx: JobContext, env: EnvInfo) -> MystTools:
-        """How MyST runs where the build runs: its command, PATH, what it reads."""
+    async def myst_tools(self, ctx: JobContext, env: EnvInfo, work: Path) -> MystTools:
+        """How MyST runs where the build runs: its command, PATH, what it reads (`work`: the
+        build's own folder, in the checkout)."""
         raise NotImplementedError
 
     async def _server_environment(self, ctx: JobContext) -> ServiceEnvironment | None:
@@ -984,6 +1007,20 @@ BOOK_ENV = {
 
 
 @dataclass(frozen=True)
+class MystPrograms:
+    """The service's programs for MyST books, on this machine."""
+
+    node: Path
+    npm_cli: Path  # npm's bin/npm-cli.js, in its package
+    bundle: Path  # MyST's JavaScript file (myst.cjs)
+    version: str
+
+    @property
+    def npm_package(self) -> Path:
+        return self.npm_cli.parent.parent
+
+
+@dataclass(frozen=True)
 class MystTools:
     """How the service's MyST runs where a book builds."""
 
@@ -993,6 +1030,17 @@ class MystTools:
     path: str | None = None  # PATH for MyST (None: the environment's own)
     readable: list[Path] = field(default_factory=list)  # read-only, at the same path
     mounts: list[tuple[Path, str]] = field(default_factory=list)  # read-only, elsewhere
+
+
+@functools.cache
+def _node_major(node: Path) -> int:
+    """The major version of a node program (0: it does not run). The operator's program."""
+    try:
+        done = subprocess.run([str(node), "--version"], capture_output=True, text=True,
+                              timeout=30, check=False)  # fmt: skip
+        return int(done.stdout.strip().lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 0
 
 
 def _service_mystmd() -> tuple[Path | None, str]:
@@ -1037,10 +1085,15 @@ class LocalBookRunner(BookRunner):
     """Runs the book on this machine, confined like local environment builds (bubblewrap):
     as the unprivileged build user, without network, with resource limits."""
 
-    async def myst_tools(self, ctx: JobContext, env: EnvInfo) -> MystTools:
-        """The service's node and mystmd, read where they are; MyST's `python` (the Jupyter
-        server it starts) the service's server environment's."""
-        node, bundle, version = self.myst_programs()
+    async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
+        info = venv_info(Path(environment))
+        # MyST's Jupyter server must be told when it runs as root
+        return replace(info, root=os.geteuid() == 0 and not self.sandbox.switches_user)
+
+    async def myst_tools(self, ctx: JobContext, env: EnvInfo, work: Path) -> MystTools:
+        """The service's node, npm and mystmd, read where they are; MyST's `python` (the
+        Jupyter server it starts) the service's server environment's."""
+        programs = self.myst_programs()
         server = await self._server_environment(ctx)
         if server is not None:
             server_bin, what = (
@@ -1051,15 +1104,15 @@ class LocalBookRunner(BookRunner):
         else:
             server_bin, what = env.prefix / "bin", "the environment built from binder/"
             readable = []
-        path = [str(server_bin), str(node.parent), "/usr/local/bin", "/usr/bin", "/bin"]
-        readable += [node.parent, bundle.parent]
-        return MystTools([str(node), str(bundle)], version, what, ":".join(dict.fromkeys(path)),
+        # node and npm as MyST finds them: by name, on PATH (npm's own folder holds a link)
+        (work / "bin").mkdir(exist_ok=True)
+        (work / "bin" / "npm").symlink_to(programs.npm_cli)
+        path = [str(server_bin), str(programs.node.parent), str(work / "bin"),
+                "/usr/local/bin", "/usr/bin", "/bin"]  # fmt: skip
+        readable += [programs.node.parent, programs.npm_package, programs.bundle.parent]
+        return MystTools([str(programs.node), str(programs.bundle)], programs.version, what,
+                         ":".join(dict.fromkeys(path)),
                          readable=[r for r in dict.fromkeys(readable) if r != Path("/")])  # fmt: skip
-
-    async def environment(self, ctx: JobContext, environment: str) -> EnvInfo:
-        info = venv_info(Path(environment))
-        # MyST's Jupyter server must be told when it runs as root
-        return replace(info, root=os.geteuid() == 0 and not self.sandbox.switches_user)
 
     def announce(self, ctx: JobContext, env: EnvInfo) -> None:
         if self.sandbox.confined:
@@ -1237,16 +1290,25 @@ class DockerBookRunner(BookRunner):
                        info["versions"], info["commands"], root=info["uid"] == 0, path=path,
                        home="" if info["home_writable"] else "/tmp")  # fmt: skip
 
-    async def myst_tools(self, ctx: JobContext, env: EnvInfo) -> MystTools:
-        """The service's node and mystmd, mounted read-only into the container (node must be
-        a build that needs nothing of this machine); the Jupyter server MyST starts is the
-        image's (`python -m jupyter_server`, python from the image's PATH), as NeuroLibre's
-        images have it, and the kernel is the image's Python."""
-        node, bundle, version = self.myst_programs()
-        js_dir = f"{SERVICE_MOUNT}/mystmd"
-        return MystTools([f"{SERVICE_MOUNT}/node", f"{js_dir}/{bundle.name}"], version,
+    async def myst_tools(self, ctx: JobContext, env: EnvInfo, work: Path) -> MystTools:
+        """The service's node, npm and mystmd, mounted read-only into the container (node
+        must be a build that needs nothing of this machine), found by name through small
+        scripts in the build's folder; the Jupyter server MyST starts is the image's (`python
+        -m jupyter_server`, python from the image's PATH), as NeuroLibre's images have it, and
+        the kernel is the image's Python."""
+        programs = self.myst_programs()
+        node, npm, js = (f"{SERVICE_MOUNT}/node", f"{SERVICE_MOUNT}/npm",
+                         f"{SERVICE_MOUNT}/mystmd")  # fmt: skip
+        bin_dir = work / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for name, target in (("node", node), ("npm", f"{node} {npm}/bin/npm-cli.js")):
+            (bin_dir / name).write_text(f'#!/bin/sh\nexec {target} "$@"\n')
+            (bin_dir / name).chmod(0o755)
+        return MystTools([node, f"{js}/{programs.bundle.name}"], programs.version,
                          f"python -m jupyter_server of the image {env.name}",
-                         mounts=[(node, f"{SERVICE_MOUNT}/node"), (bundle.parent, js_dir)])  # fmt: skip
+                         path=f"{bin_dir}:{env.path}",
+                         mounts=[(programs.node, node), (programs.npm_package, npm),
+                                 (programs.bundle.parent, js)])  # fmt: skip
 
     def announce(self, ctx: JobContext, env: EnvInfo) -> None:
         ctx.say(f"The book runs in a container of {env.name} (user {self.user}, no network, "
@@ -1285,7 +1347,7 @@ class DockerBookRunner(BookRunner):
         mounts += [(Path(p).resolve(), Path(p).resolve(), True) for p in readable]
         mounts += service_files
         variables = {**BOOK_ENV, **extra_env}
-        if env.path:
+        if env.path and "PATH" not in extra_env:
             variables["PATH"] = env.path
         if env.home:
             variables["HOME"] = env.home

@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                      "apt.txt, environment.yml, install.R, Project.toml, Dockerfile, start)")  # fmt: skip
     bld.add_argument("--time-limit", type=float, default=None,
                      help="seconds the book build may take (default 600)")  # fmt: skip
+    bld.add_argument("--myst-themes", metavar="DIR", default=None,
+                     help="a folder of MyST site themes, one folder per theme name "
+                     "(article-theme/, book-theme/, each with its template.yml and "
+                     "node_modules), for MyST books; default: <data dir>/myst-themes, where "
+                     "a missing theme is downloaded once (needs internet access)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args)

@@ -40,6 +40,10 @@ async def _run(args: argparse.Namespace) -> int:
     argv.append(f"--NeuroLibre.builder={getattr(args, 'builder', None) or 'local'}")
     if args.time_limit:
         argv.append(f"--LocalBookRunner.time_limit={args.time_limit}")
+    if getattr(args, "myst_themes", None):  # either runner: the one --builder picks
+        themes = Path(args.myst_themes).expanduser().resolve()
+        argv += [f"--{runner}.myst_themes_dir={themes}"
+                 for runner in ("LocalBookRunner", "DockerBookRunner")]  # fmt: skip
     app = NeuroLibre()
     app.initialize(argv)
     try:

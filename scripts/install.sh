@@ -25,6 +25,12 @@ if ! command -v configurable-http-proxy >/dev/null; then
   echo "==> npm install -g configurable-http-proxy"
   $SUDO npm install -g --silent configurable-http-proxy@5
 fi
+# MyST books run the service's mystmd (a Python dependency) on node 20 or later; Debian 12's
+# nodejs is 18: then install one from nodejs.org or NodeSource (c.BookRunner.node points at it)
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "warning: MyST books need Node.js 20 or later (found: $(node --version 2>/dev/null || echo none))" >&2
+fi
 # builds never run as root: confined steps run as this unprivileged user (c.NeuroLibre.build_user)
 BUILD_USER=${NEUROLIBRE_BUILD_USER:-neurolibre-build}
 if [ "$(id -u)" = 0 ] && ! id "$BUILD_USER" >/dev/null 2>&1; then

@@ -880,6 +880,29 @@ async def test_the_myst_book_is_found_at_the_root_or_in_content(tmp_path):
 # --- NeuroLibre's MyST article, as its official template has it ---
 
 ARTICLE_DATA = "trial,r,theta\n1,1.0,0\n1,2.0,90\n2,1.5,45\n2,2.5,180\n"
+
+
+def figure_1(rows: str) -> str:
+    """The template's first figure: a plotly polar plot of two trials, labelled for paper.md
+    (`rows`: how the notebook reads its data, as csv.DictReader rows)."""
+    return notebook(
+        "Figure 1",
+        "#| label: fig1cell\n"
+        "import csv, io\n"
+        "import plotly.graph_objects as go\n"
+        "import plotly.io as pio\n"
+        "pio.renderers.default = 'plotly_mimetype'\n"
+        f"rows = {rows}\n"
+        "fig = go.Figure()\n"
+        "for trial in ('1', '2'):\n"
+        "    mine = [r for r in rows if r['trial'] == trial]\n"
+        "    fig.add_trace(go.Scatterpolar(r=[float(r['r']) for r in mine],\n"
+        "                                  theta=[float(r['theta']) for r in mine],\n"
+        "                                  name=f'Trial {trial}'))\n"
+        "fig",
+    )
+
+
 ARTICLE = {
     "myst.yml": """\
 version: 1
@@ -939,21 +962,8 @@ A matplotlib figure made by content/figure_2.md.
     "binder/runtime.txt": "python-3.11\n",
     "binder/data_requirement.json": '{"src": "https://example.org/trials.csv", "dst": "../data",'
                                     ' "projectName": "neurolibre-demo-dataset"}\n',
-    "content/figure_1.ipynb": notebook(
-        "Figure 1",
-        "#| label: fig1cell\n"
-        "import csv\n"
-        "import plotly.graph_objects as go\n"
-        "import plotly.io as pio\n"
-        "pio.renderers.default = 'plotly_mimetype'\n"
-        "rows = list(csv.DictReader(open('../data/neurolibre-demo-dataset/trials.csv')))\n"
-        "fig = go.Figure()\n"
-        "for trial in ('1', '2'):\n"
-        "    mine = [r for r in rows if r['trial'] == trial]\n"
-        "    fig.add_trace(go.Scatterpolar(r=[float(r['r']) for r in mine],\n"
-        "                                  theta=[float(r['theta']) for r in mine],\n"
-        "                                  name=f'Trial {trial}'))\n"
-        "fig",
+    "content/figure_1.ipynb": figure_1(
+        "list(csv.DictReader(open('../data/neurolibre-demo-dataset/trials.csv')))"
     ),
     "content/figure_2.md": """\
 ---

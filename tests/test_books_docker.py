@@ -29,12 +29,10 @@ from .support.pkgindex import (
     book_wheels,
     bookworm_wheels,
     cache_dir,
-    myst_wheels,
     server_wheels,
 )
 from .test_books import (
     FIGURES,
-    PLAIN_THEME,
     TWO_NOTEBOOKS,
     Outcome,
     book,
@@ -42,6 +40,8 @@ from .test_books import (
     myst_book,
     notebook,
     page,
+    site_theme,
+    write_tree,
 )
 from .test_environments import wait_for
 
@@ -53,8 +53,7 @@ MYST_IMAGE = "nl-test-book:myst"
 @pytest.fixture(scope="module")
 def index():
     cache = cache_dir()
-    idx = PackageIndex([server_wheels(cache), book_wheels(cache), bookworm_wheels(cache),
-                        myst_wheels(cache)])  # fmt: skip
+    idx = PackageIndex([server_wheels(cache), book_wheels(cache), bookworm_wheels(cache)])
     yield idx
     idx.close()
 
@@ -93,20 +92,11 @@ def book_image(engine, index, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def myst_image(engine, index, tmp_path_factory) -> str:
-    """mystmd, a kernel and a Jupyter server, on this machine's node (copied in)."""
-    node = shutil.which("node")
-    need("node", bool(node))
+    """An image as NeuroLibre's are for a MyST book: a kernel, a Jupyter server and the
+    author's libraries; no node, no mystmd (the service's are lent to the container)."""
     context = tmp_path_factory.mktemp("myst-image")
-    shutil.copy(node, context / "node")
-    npm = Path(node).resolve().parent.parent / "lib" / "node_modules" / "npm"
-    need("npm (beside node)", npm.is_dir())
-    shutil.copytree(npm, context / "npm", symlinks=True)
     return build_image(engine, index.url, context, MYST_IMAGE,
-                       "mystmd==1.11.0 ipykernel jupyter-server",
-                       before="COPY node /usr/local/bin/node\n"
-                              "COPY npm /usr/local/lib/node_modules/npm\n"
-                              "RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js "
-                              "/usr/local/bin/npm\n")  # fmt: skip
+                       "ipykernel jupyter-server matplotlib")  # fmt: skip
 
 
 @dataclass
@@ -405,31 +395,36 @@ async def test_book_containers_left_by_an_earlier_run_are_removed_at_start(book_
 
 
 @pytest.fixture(scope="module")
-def plain_theme(tmp_path_factory) -> Path:
-    theme = tmp_path_factory.mktemp("themes") / "plain"
-    theme.mkdir()
-    for name, text in PLAIN_THEME.items():
-        (theme / name).write_text(text)
-    return theme
+def myst_themes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("myst-themes")
+    for name in ("article-theme", "book-theme"):
+        write_tree(root / name, site_theme(name))
+    return root
 
 
-async def test_a_myst_book_builds_in_its_image_with_the_operators_theme(
-    book_queue, myst_image, plain_theme, engine
+async def test_a_myst_book_builds_in_its_image_with_the_services_mystmd_and_theme(
+    book_queue, myst_image, myst_themes, engine
 ):
-    theme_files = sorted(p.name for p in plain_theme.iterdir())
-    out = await book_queue(myst_book(TWO_NOTEBOOKS, where="content/"), environment=myst_image,
-                           myst_theme=str(plain_theme))  # fmt: skip
+    need("node (the service's, lent to the container)", bool(shutil.which("node")))
+    theme_files = sorted(p.name for p in (myst_themes / "article-theme").iterdir())
+    files = myst_book({**TWO_NOTEBOOKS, "figures.ipynb": FIGURES}, where="content/")
+    files["content/myst.yml"] += "site:\n  template: article-theme\n"
+    out = await book_queue(files, environment=myst_image, myst_themes_dir=str(myst_themes),
+                           myst_theme_download=False)  # fmt: skip
 
     assert out.status == "succeeded", out.log
-    assert "MyST 1.11.0 (mystmd)" in out.log
-    assert (out.result.engine, out.result.executed, out.result.cached) == ("myst", 2, 0)
+    assert "MyST 1.11.0 (mystmd, the service's), theme article-theme" in out.log
+    assert f"MyST's Jupyter server is python -m jupyter_server of the image {myst_image}" in out.log
+    assert (out.result.engine, out.result.executed, out.result.cached) == ("myst", 3, 0)
     assert "the answer is 42" in page(out, "one.html")
     assert "two sums to 10" in page(out, "two.html")
-    assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 2
+    assert '<meta name="theme" content="article-theme">' in page(out, "one.html")
+    assert len(figures(out.result.html_dir, "figures.html")["pyplot"]) == 1
+    assert len(list(out.result.cache_dir.glob("*.ipynb"))) == 3
     # its Jupyter server ran as the image's user: nothing had to allow root
     assert not (
         out.checkout / ".neurolibre-myst" / "jupyter" / "jupyter_server_config.json"
     ).exists()
     # the theme was lent read-only
-    assert sorted(p.name for p in plain_theme.iterdir()) == theme_files
+    assert sorted(p.name for p in (myst_themes / "article-theme").iterdir()) == theme_files
     assert await book_containers(engine) == []
