@@ -41,6 +41,7 @@ from .handlers.base import UnknownPath
 from .handlers.preview import PreviewSigner
 from .hubapi import HubAPI
 from .jobs import InstanceLock, InstanceLocked, JobQueue
+from .launch import ReaderLaunches, ServerFiles
 from .logs import LogStore, Redactor
 from .metrics import Metrics
 from .notify import Mailer, SMTPSettings
@@ -249,6 +250,19 @@ class NeuroLibre(Application):
         name, e.g. ["nilearn==0.13.0", "templateflow==24.2.2"]. Built once per list, on first
         use, under data_dir/service-environments. Changing it gives datasets made by code new
         keys: fetched again when next needed, the old ones stay until an admin deletes them.""",
+    ).tag(config=True)
+
+    reader_servers_max = Integer(
+        20, help="Most servers of temporary readers (launches without an account) at once."
+    ).tag(config=True)
+    reader_servers_per_preprint = Integer(
+        5, help="Most temporary readers' servers on one published preprint at once."
+    ).tag(config=True)
+    reader_server_max_age = Float(
+        4 * 3600.0, help="Seconds after which a temporary reader's server and copy are removed."
+    ).tag(config=True)
+    reader_sweep_interval = Float(
+        60.0, help="Seconds between two removals of temporary readers whose server is gone."
     ).tag(config=True)
 
     @validate("data_packages")
@@ -466,6 +480,12 @@ class NeuroLibre(Application):
                                      editors_email=self.editors_email)  # fmt: skip
         self.servers = Servers(self.hub_api, self.environments,
                                os.environ.get("JUPYTERHUB_BASE_URL", "/"))  # fmt: skip
+        # each server's own directory (launch.py), and readers' temporary users
+        self.server_files = ServerFiles(data / "servers", sandbox)
+        self.readers = ReaderLaunches(self.hub_api, self.server_files, self.db,
+                                      max_total=self.reader_servers_max,
+                                      max_per_preprint=self.reader_servers_per_preprint,
+                                      max_age=self.reader_server_max_age)  # fmt: skip
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(share_path("templates"))),
             autoescape=True,
@@ -543,6 +563,8 @@ class NeuroLibre(Application):
         except Exception as e:  # an engine down at start must not keep the service down
             self.log.error("Could not check the built runtimes: %s", e)
         await self.queue.start()
+        self._reader_sweep = asyncio.create_task(
+            self.readers.sweep_forever(self.reader_sweep_interval))
         self.server = HTTPServer(self.tornado_app, xheaders=True)
         self.server.listen(self.port, self.ip)
         self.log.info("NeuroLibre %s on http://%s:%s%s (builder: %s, sandbox: %s)", __version__,

@@ -10,10 +10,12 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from .db import Environment
+from .db import Environment, Publication, PublishedVersion
 from .environments.manager import EnvironmentManager
 from .errors import Conflict, NotFound, UserError
 from .hubapi import HubAPI, HubAPIError
+
+READERS_GROUP = "neurolibre-readers"  # temporary readers (launch.py)
 
 log = logging.getLogger("neurolibre.servers")
 SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -49,7 +51,8 @@ class Servers:
             log.warning("starting a server failed after the link answered: %s", start.exception())
 
     def server_url(self, user: str, name: str, path: str = "") -> str:
-        url = f"{self.base}user/{quote(user, safe='')}/{quote(name, safe='')}/"
+        url = f"{self.base}user/{quote(user, safe='')}/"
+        url += f"{quote(name, safe='')}/" if name else ""  # "": the default server
         return url + (f"lab/tree/{quote(path)}" if path else "")
 
     def pending_url(self, user: str, name: str, next_url: str) -> str:
@@ -76,15 +79,33 @@ class Servers:
         envs, _ = await self.environments.list(user, admin=False, limit=1000)
         return [e for e in envs if e["status"] == "ready"]
 
-    async def ready_environment(self, env_id: int, user: str) -> tuple[Environment, dict]:
-        """The user's own environment, if it is ready to run a server; else a clear error."""
-        env, job = await self.environments.get(env_id, user, admin=False)
+    async def ready_environment(self, env_id: int, user: str,
+                                admin: bool = False) -> tuple[Environment, dict]:  # fmt: skip
+        """The user's own environment (anyone's with admin: a published version's), if it is
+        ready to run a server; else a clear error."""
+        env, job = await self.environments.get(env_id, user, admin=admin)
         info = self.environments.to_dict(env, job)
         if info["status"] != "ready" or env.runtime is None:
             detail = f": {info['error']}" if info["error"] else ""
             raise Conflict(f"Environment {env_id} ({env.name}) is {info['status']}{detail}; "
                            "only a ready environment can run a server.")  # fmt: skip
         return env, info
+
+    async def published_version(self, version_id: int) -> tuple[Publication, PublishedVersion]:
+        async with self.environments.db.session() as s:
+            v = await s.get(PublishedVersion, version_id)
+            pub = await s.get(Publication, v.publication_id) if v is not None else None
+        if v is None or pub is None:
+            raise NotFound(f"No published version {version_id}.")
+        return pub, v
+
+    async def is_reader(self, user: str) -> bool:
+        """Whether the user is a temporary reader the service created (its hub group)."""
+        try:
+            model = await self.hub.user(user)
+        except (HubAPIError, httpx.HTTPError):
+            return False
+        return READERS_GROUP in (model.get("groups") or [])
 
     async def start(self, user: str, name: str, env_id: int) -> int:
         check_server_name(name)
@@ -130,17 +151,23 @@ class Servers:
                 stopped.append(name)
         return {"servers_stopped": stopped, "servers_not_stopped": not_stopped}
 
-    async def launch(self, user: str, name: str, env_id: int, path: str = "") -> str:
-        """Where a direct link sends the user: the running server, or its progress page."""
+    async def launch(self, user: str, name: str, env_id: int, path: str = "",
+                     version: int | None = None) -> str:  # fmt: skip
+        """Where a direct link sends the user: the running server, or its progress page.
+        With a published version's id: its environment (anyone's) and files."""
         check_server_name(name)
         path = check_path(path)
-        await self.ready_environment(env_id, user)
+        await self.ready_environment(env_id, user, admin=version is not None)
+        options: dict[str, int] = {"environment": env_id}
+        if version is not None:
+            options["version"] = version
         target = self.server_url(user, name, path)
         servers = (await self.hub.user(user)).get("servers") or {}
         current = servers.get(name)
         if current and (current.get("ready") or current.get("pending")):
             on = (current.get("user_options") or {}).get("environment")
-            if str(on) != str(env_id):
+            on_version = (current.get("user_options") or {}).get("version")
+            if str(on) != str(env_id) or on_version != version:
                 raise Conflict(
                     f"Your server {name!r} is running on "
                     + (f"environment {on}" if on else "the default environment")
@@ -151,7 +178,7 @@ class Servers:
             return self.pending_url(user, name, target)
         # The hub answers a start only when the server is up (or after 10 s): wait just long
         # enough for it to refuse bad options, then show the progress page while it starts.
-        start = asyncio.ensure_future(self.hub.start_server(user, name, {"environment": env_id}))
+        start = asyncio.ensure_future(self.hub.start_server(user, name, options))
         self._starting.add(start)
         start.add_done_callback(self._started)
         try:

@@ -25,7 +25,7 @@ from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-ALLOWED_OPTIONS = {"environment"}
+ALLOWED_OPTIONS = {"environment", "version"}  # ids only: the service decides the rest
 # a terminal of a local server, `/bin/sh -c AUTHOR_SHELL <author env>`: what a login shell
 # reads, then the author's environment first on PATH, then the user's shell (interactive)
 AUTHOR_SHELL = ('[ -r /etc/profile ] && . /etc/profile; export PATH="$0/bin:$PATH" '
@@ -94,6 +94,9 @@ class NeuroLibreSpawnerMixin(LoggingConfigurable):
         env = super().get_env()
         if getattr(self, "_nl_venv", None):
             env["NEUROLIBRE_ENVIRONMENT"] = str(self.user_options.get("environment", ""))
+        if (getattr(self, "_nl_spec", None) or {}).get("token_in_url"):
+            # a temporary reader's browser arrives with its launch's token, once (BinderHub's way)
+            env["JUPYTERHUB_ALLOW_TOKEN_IN_URL"] = "1"  # noqa: S105 (a switch)
         return env
 
 
@@ -103,7 +106,11 @@ async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dic
         raise web.HTTPError(400, f"Unsupported server options: {', '.join(sorted(extra))}. "
                                  "Only an environment may be chosen.")  # fmt: skip
     spawner._nl_venv = None
+    spawner._nl_spec = {}
     env_id = (user_options or {}).get("environment")
+    version = (user_options or {}).get("version")
+    if version is not None and not str(version).isdigit():
+        raise web.HTTPError(400, f"Unknown published version {version!r}.")
     if env_id in (None, ""):
         if spawner.require_environment:
             raise web.HTTPError(400, "Choose a NeuroLibre environment for this server.")
@@ -112,8 +119,11 @@ async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dic
         raise web.HTTPError(400, f"Unknown environment {env_id!r}.")
     try:
         # the service may still be building its server environment (once, at its start)
-        r = await spawner._ask(f"environments/{int(env_id)}", user=spawner.user.name,
-                               timeout=max(30.0, float(spawner.start_timeout)))  # fmt: skip
+        params: dict[str, Any] = {"user": spawner.user.name, "server": spawner.name or ""}
+        if version is not None:
+            params["version"] = int(version)
+        r = await spawner._ask(f"environments/{int(env_id)}",
+                               timeout=max(30.0, float(spawner.start_timeout)), **params)  # fmt: skip
     except httpx.HTTPError as e:
         raise web.HTTPError(503, f"The NeuroLibre service did not answer ({type(e).__name__}); "
                                  "try again in a minute.") from None  # fmt: skip
@@ -125,6 +135,9 @@ async def _apply_user_options(spawner: NeuroLibreSpawnerMixin, user_options: dic
         raise web.HTTPError(400 if r.status_code < 500 else 503, message)
     spec = r.json()
     spawner.user_options = {"environment": int(env_id)}
+    if version is not None:
+        spawner.user_options["version"] = int(version)
+    spawner._nl_spec = spec
     if spec.get("cpu_limit"):
         spawner.cpu_limit = float(spec["cpu_limit"])
     if spec.get("mem_limit"):
@@ -143,6 +156,8 @@ class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
     provide them. The author's bin comes first where the author's code runs: in the kernel
     (its kernelspec, written by the service) and in terminals (their shell command below).
     """
+
+    confined = False  # whether servers run under the service's bubblewrap prefix
 
     async def start(self):
         ip, port = await super().start()
@@ -170,6 +185,13 @@ class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
         self._nl_venv = spec["location"]
         # never the author's environment's: what the server process runs is the service's
         self.cmd = [os.path.join(spec["server"], "bin", "jupyterhub-singleuser")]
+        self._nl_workdir = spec.get("workdir")
+        if self._nl_workdir:
+            # its own directory: the preprint's files, data/<projectName> read-only
+            self.notebook_dir = self._nl_workdir
+        if self.confined and spec.get("confine"):
+            # bubblewrap as the unprivileged build user (the service built the prefix)
+            self.cmd = [*spec["confine"], *self.cmd]
 
     def get_args(self) -> list[str]:
         args = super().get_args()
@@ -182,6 +204,8 @@ class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
 
     def get_env(self) -> dict:
         env = super().get_env()
+        if getattr(self, "_nl_workdir", None):
+            env["HOME"] = self._nl_workdir
         venv = getattr(self, "_nl_venv", None)
         if venv:
             # data files only (kernels, lab extensions): the server's configuration and code
@@ -194,11 +218,16 @@ class NeuroLibreLocalProcessMixin(NeuroLibreSpawnerMixin):
 
 
 class NeuroLibreLocalProcessSpawner(NeuroLibreLocalProcessMixin, LocalProcessSpawner):
-    pass
+    """Servers as the users' own system accounts (their unix permissions separate them)."""
+
+    confined = False
 
 
 class NeuroLibreSimpleLocalProcessSpawner(NeuroLibreLocalProcessMixin, SimpleLocalProcessSpawner):
-    pass
+    """Every server as the hub's user would be root here: each runs confined like a build
+    (bubblewrap, the unprivileged build user), writing only its own directory."""
+
+    confined = True
 
 
 class NeuroLibreDockerMixin(NeuroLibreSpawnerMixin):
@@ -217,8 +246,10 @@ class NeuroLibreDockerMixin(NeuroLibreSpawnerMixin):
         if not hasattr(self, "_nl_volumes"):
             self._nl_volumes = dict(self.volumes)  # the operator's own volumes
         home = self.notebook_dir or "/home/jovyan"
+        workdir = {spec["workdir"]: {"bind": home, "mode": "rw"}} if spec.get("workdir") else {}
         self.volumes = {
             **self._nl_volumes,
+            **workdir,
             **{d["path"]: {"bind": f"{home}/data/{d['project_name']}", "mode": "ro"}
                for d in spec.get("datasets") or []},
         }  # fmt: skip

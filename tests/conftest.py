@@ -61,6 +61,9 @@ def hub_args(pkg_index: PackageIndex, repos_root: Path, **traits) -> list[str]:
         "build_environment": {"UV_DEFAULT_INDEX": pkg_index.url},
         "build_concurrency": 2,
         "build_time_limit": 900,
+        # readers' launches (test_launch.py): a limit reached with two, a quick clean-up
+        "reader_servers_per_preprint": 2,
+        "reader_sweep_interval": 2,
     }
     base.update(traits)
     return service_config_args(**base)

@@ -13,6 +13,7 @@ from .environments import (
     EnvironmentsAPI,
     EnvironmentsPage,
 )
+from .launch import LaunchHandler
 from .logs import BuildLogAPI, EnvironmentLogAPI
 from .misc import HealthAPI, MetricsHandler, OpenAPIHandler, RootRedirect
 from .preprints import (
@@ -32,7 +33,6 @@ from .preview import PreviewHandler
 from .public import (
     GalleryPage,
     LandingPage,
-    LaunchHandler,
     PublicationAPI,
     PublishedAPI,
     PublishedBook,

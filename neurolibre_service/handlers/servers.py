@@ -9,9 +9,11 @@ from pathlib import Path
 
 from tornado import web
 
+from ..environments.docker import memory_bytes
 from ..environments.local import ensure_kernelspec
 from ..environments.service_envs import ServiceEnvironmentError
 from ..errors import UserError
+from ..launch import environment_readable
 from .base import APIHandler, BaseHandler, row_id
 
 
@@ -86,14 +88,37 @@ class SpawnerAPI(APIHandler):
         if env_id is None:
             self.write_json(await self.nl.servers.ready_environments(user))
             return
-        env, info = await self.nl.servers.ready_environment(row_id(env_id, "environment"), user)
+        number = row_id(env_id, "environment")
+        server_name = self.get_argument("server", "")
+        raw_version = self.get_argument("version", None)
+        source: Path | None = None
+        if raw_version is not None:
+            # a published version: anyone may run it, on the version's own environment
+            pub, v = await self.nl.servers.published_version(row_id(raw_version, "version"))
+            if v.environment_id != number:
+                raise UserError(f"Version {v.id} does not run on environment {number}.")
+            env, info = await self.nl.servers.ready_environment(number, user, admin=True)
+            source = self.nl.publishing.version_dir(pub.slug, v.version) / "source"
+            datasets = [{"project_name": d["project_name"],
+                         "path": str(self.nl.datasets.path(d["key"], d["project_name"]))}
+                        for d in v.datasets or []]  # fmt: skip
+        else:
+            env, info = await self.nl.servers.ready_environment(number, user)
+            datasets = await self.nl.preprints.datasets_for(env)
         spec = {
             "id": env.id, "name": env.name, "owner": env.owner,
             "backend": env.runtime.backend, "location": env.runtime.location,
             "python_version": env.runtime.python_version,
             "cpu_limit": info["cpu_limit"], "mem_limit": info["mem_limit"],
-            "datasets": await self.nl.preprints.datasets_for(env),
+            "datasets": datasets,
         }  # fmt: skip
+        # the server's own directory: the version's files, the datasets' mount points
+        workdir = await self.nl.server_files.prepare(
+            user, server_name, source, [d["project_name"] for d in datasets]
+        )
+        spec["workdir"] = str(workdir)
+        # temporary readers open their server with the launch's token in the URL, once
+        spec["token_in_url"] = await self.nl.servers.is_reader(user)
         if env.runtime.backend == "local":
             # two environments per server: the service's server stack runs the author's kernel
             try:
@@ -108,4 +133,12 @@ class SpawnerAPI(APIHandler):
             spec["server"] = str(server.prefix)
             # environments built before the service wrote their kernelspec get it now
             await asyncio.to_thread(ensure_kernelspec, Path(env.runtime.location))
+            # the server runs confined, as builds do (empty when the operator chose none)
+            location = Path(env.runtime.location)
+            spec["confine"] = self.nl.server_files.confine(
+                workdir,
+                environment_readable(location, server.prefix, server.base_prefix),
+                [(d["project_name"], Path(d["path"])) for d in datasets],
+                memory_bytes(info["mem_limit"]) if info["mem_limit"] else None,
+            )
         self.write_json(spec)
