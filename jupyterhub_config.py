@@ -138,7 +138,39 @@ c.JupyterHub.load_roles = [
     },
     {
         "name": "neurolibre-service",
-        "scopes": ["read:users", "read:roles:users", "admin:servers"],
+        # admin:users, admin:groups, tokens, access:servers: temporary readers (launch.py)
+        # get a hub user (in the group neurolibre-readers) and a token for their own server
+        "scopes": [
+            "read:users",
+            "read:roles:users",
+            "admin:servers",
+            "admin:users",
+            "admin:groups",
+            "tokens",
+            "access:servers",
+        ],
         "services": [SERVICE_NAME],
     },
 ]
+
+# Idle servers are stopped by jupyterhub-idle-culler (a hub service). NEUROLIBRE_IDLE_TIMEOUT:
+# seconds without activity (default one hour; "off": no culling). Readers' temporary users are
+# removed by the NeuroLibre service once their server is gone.
+IDLE_TIMEOUT = os.environ.get("NEUROLIBRE_IDLE_TIMEOUT", "3600")
+if IDLE_TIMEOUT != "off":
+    c.JupyterHub.services.append(
+        {
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                        f"--timeout={int(IDLE_TIMEOUT)}",
+                        f"--cull-every={max(10, min(300, int(IDLE_TIMEOUT) // 2))}",
+                        "--remove-named-servers=false"],
+        }
+    )  # fmt: skip
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }
+    )
