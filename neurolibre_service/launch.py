@@ -67,20 +67,24 @@ def _copy_tree(source: Path | None, target: Path) -> None:
         target.mkdir(mode=0o700)
 
 
-def _data_dirs(workdir: Path, names: Sequence[str]) -> None:
-    """workdir/data/<name> as plain directories (mount points): whatever the repository put
-    there (a link, a file) is replaced, so a mount cannot be aimed elsewhere."""
+def _data_dirs(workdir: Path, datasets: Sequence[tuple[str, Path]], link: bool) -> None:
+    """workdir/data/<name> as plain directories (mount points), or links to the datasets when
+    servers run unconfined: whatever the repository put there (a link, a file) is replaced, so
+    a mount cannot be aimed elsewhere."""
     data = workdir / "data"
     if data.is_symlink() or (data.exists() and not data.is_dir()):
         data.unlink()
     data.mkdir(exist_ok=True)
-    for name in names:
+    for name, path in datasets:
         target = data / name
         if target.is_symlink() or target.is_file():
             target.unlink()
-        elif target.is_dir() and any(target.iterdir()):
+        elif target.is_dir() and (link or any(target.iterdir())):
             shutil.rmtree(target)
-        target.mkdir(exist_ok=True)
+        if link:
+            target.symlink_to(Path(path).resolve(), target_is_directory=True)
+        else:
+            target.mkdir(exist_ok=True)
 
 
 class ServerFiles:
@@ -94,7 +98,7 @@ class ServerFiles:
         return self.root / _dir_name(user) / _dir_name(server or "default")
 
     async def prepare(self, user: str, server: str, source: Path | None,
-                      datasets: Sequence[str]) -> Path:  # fmt: skip
+                      datasets: Sequence[tuple[str, Path]]) -> Path:  # fmt: skip
         """The server's directory (made once: a restarted server keeps its reader's edits)."""
         target = self.workdir(user, server)
 
@@ -104,7 +108,7 @@ class ServerFiles:
                 staging = target.with_name(f".{target.name}-{secrets.token_hex(4)}")
                 _copy_tree(source, staging)
                 staging.rename(target)
-            _data_dirs(target, datasets)
+            _data_dirs(target, datasets, link=not self.sandbox.confined)
             self.sandbox.lend(target)
 
         await asyncio.to_thread(make)
@@ -147,6 +151,8 @@ class ReaderLaunches:
         self._group_ready = False
         self._tasks: set[asyncio.Future] = set()
         self._lock = asyncio.Lock()
+        # temporary users just created: {name: (publication id, loop time)}
+        self._recent: dict[str, tuple[int, float]] = {}
 
     async def _group(self) -> None:
         if self._group_ready:
@@ -185,14 +191,19 @@ class ReaderLaunches:
             raise LimitReached(f"All {self.max_total} reader servers are in use. Try again in "
                                "a few minutes, or sign in to launch on your own account.",
                                503)  # fmt: skip
-        versions: list[int] = []
+        versions: dict[str, int] = {}
         for u in readers:
             for s in (u.get("servers") or {}).values():
                 v = (s.get("user_options") or {}).get("version")
                 if isinstance(v, int):
-                    versions.append(v)
-        of = await self._publication_of(set(versions))
-        here = sum(1 for v in versions if of.get(v) == publication_id)
+                    versions[u["name"]] = v
+        of = await self._publication_of(set(versions.values()))
+        here = sum(1 for v in versions.values() if of.get(v) == publication_id)
+        # launches of the last seconds whose server the hub does not list yet count too
+        now = asyncio.get_running_loop().time()
+        self._recent = {n: (pub, t) for n, (pub, t) in self._recent.items()
+                        if now - t < 60 and n not in versions}  # fmt: skip
+        here += sum(1 for pub, _t in self._recent.values() if pub == publication_id)
         if here >= self.max_per_preprint:
             raise LimitReached(f"This preprint already has {here} reader servers running, the "
                                "most allowed at once. Try again in a few minutes.", 429)  # fmt: skip
@@ -203,6 +214,7 @@ class ReaderLaunches:
             await self._check_limits(v.publication_id)
             name = f"reader-{secrets.token_hex(6)}"
             await self.hub._request("POST", f"users/{name}")
+            self._recent[name] = (v.publication_id, asyncio.get_running_loop().time())
             await self.hub._request("POST", f"groups/{READERS_GROUP}/users", json={"users": [name]})
         r = await self.hub._request("POST", f"users/{name}/tokens", json={
             "note": "NeuroLibre reader launch", "expires_in": int(self.max_age) + 600,

@@ -19,6 +19,7 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -192,3 +193,23 @@ async def test_anonymous_readers_launch_in_one_click_on_their_own_copies(hub, pu
     await wait_for(gone, timeout=60, interval=1)
     with hub.admin_api() as c:
         c.delete(f"users/{b_user}")
+
+
+async def test_the_idle_culler_runs_as_a_hub_service(hub):
+    """The embedded default runs jupyterhub-idle-culler against its hub (NEUROLIBRE_IDLE_TIMEOUT)."""
+    hub_api = f"127.0.0.1:{hub.ports[0]}"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"jupyterhub_idle_culler" in cmd and any(
+            e.startswith(b"JUPYTERHUB_API_URL=") and hub_api.encode() in e for e in env
+        ):
+            found.append([c.decode() for c in cmd])
+    assert found, "no idle culler runs for this hub"
+    assert "--timeout=3600" in found[0]
