@@ -114,7 +114,7 @@ class SpawnerAPI(APIHandler):
         }  # fmt: skip
         # the server's own directory: the version's files, the datasets' mount points
         workdir = await self.nl.server_files.prepare(
-            user, server_name, source, [d["project_name"] for d in datasets]
+            user, server_name, source, [(d["project_name"], Path(d["path"])) for d in datasets]
         )
         spec["workdir"] = str(workdir)
         # temporary readers open their server with the launch's token in the URL, once
