@@ -24,12 +24,15 @@ at most MAX_PROSE characters of Markdown per check (pathological Markdown parses
 
 from __future__ import annotations
 
+import ast
 import bisect
+import io
 import json
 import logging
 import os
 import re
 import stat
+import tokenize
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -67,6 +70,7 @@ BIB_KEY_RE = re.compile(r"@\s*\w+\s*[{(]\s*([^,\s}]+)")  # the key of an entry t
 RUNTIME_RE = re.compile(r"python-(\d+)\.(\d+)(\.\d+)?", re.IGNORECASE)  # repo2docker's runtime.txt
 LOOSE_PYTHON_RE = re.compile(r"(?:python|py)?\s*[-_ ]?\s*v?(\d+)\.(\d+)(?:\.\d+)?", re.IGNORECASE)
 # a quoted string with a drive letter or a backslash (one pass: no nested quantifiers)
+INTERNET_ADDRESS_RE = re.compile(r"https?://\S+")
 WINDOWS_PATH_RE = re.compile(r"""['"](?:[A-Za-z]:\\|[^'"\n\\]*\\)[^'"\n]*['"]""")
 EXECUTABLE_SUFFIXES = (".ipynb",)
 PAGE_SUFFIXES = (".md", ".myst")
@@ -950,6 +954,7 @@ class Checker:
             return
         bare = self.book.engine == "myst"
         first_markdown = True
+        internet = False
         for i, cell in enumerate(cells, 1):
             if not isinstance(cell, dict):
                 continue
@@ -965,6 +970,15 @@ class Checker:
             elif cell.get("cell_type") == "code" and WINDOWS_PATH_RE.search(src):
                 self.add(WARNING, rel, f"Code cell {i} uses a Windows-style path, which fails on "
                          "NeuroLibre's Linux servers.", "Use os.path.join('data', ...) or '/'.")  # fmt: skip
+            if cell.get("cell_type") == "code" and not internet and \
+                    (address := _internet_address(src)):  # fmt: skip
+                internet = True  # once per notebook: the fix is the same for every address
+                self.add(WARNING, rel, f"Code cell {i} reads {address[:200]} from the "
+                         "internet, but NeuroLibre re-executes notebooks without network "
+                         "access, so this cell will fail in the book.",
+                         "Make it a dataset: put the address as src in "
+                         "binder/data_requirement.json (with a projectName) and read the file "
+                         "from ../data/<projectName>/ in the notebook.")  # fmt: skip
 
     def _yaml(self, rel: str):
         """rel's YAML document, read and reported once; None: missing, refused or not valid."""
@@ -1175,6 +1189,24 @@ def _inline_citations(children: list, bare: bool, first: int,
     for offset, span in spans:
         for m in CITATION_RE.finditer(span):
             found.append((first + bisect.bisect_left(breaks, offset + m.start()), m.group(1)))
+
+
+def _internet_address(code: str) -> str | None:
+    """The first string literal of a code cell that is a whole http(s) address (what
+    read_csv, urlopen or requests.get are given); not an address inside a longer string."""
+    lines = [ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline):
+            if tok.type == tokenize.STRING:
+                try:
+                    value = ast.literal_eval(tok.string)
+                except (ValueError, SyntaxError):
+                    continue  # an f-string, or bytes
+                if isinstance(value, str) and INTERNET_ADDRESS_RE.fullmatch(value):
+                    return value
+    except (tokenize.TokenError, SyntaxError):
+        return None  # not Python (another kernel's language): nothing said
+    return None
 
 
 def _myst_notebook(front: object) -> bool:

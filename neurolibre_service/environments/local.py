@@ -84,9 +84,11 @@ class LocalBuilder(Builder):
 
     kernel_packages = List(
         Unicode(),
-        ["ipykernel"],
+        ["ipykernel", "nbformat"],
         help="""Packages every environment gets besides its requirements: the kernel a Jupyter
-        server starts in it. The server itself (jupyterhub-singleuser, JupyterLab) runs from
+        server starts in it, and nbformat, which repo2docker's images always have in the
+        kernel's environment and which plotly's notebook renderer needs (NeuroLibre's MyST
+        article template draws with it and does not list it). The server itself (jupyterhub-singleuser, JupyterLab) runs from
         the service's own environment (c.NeuroLibre.server_packages), so its pins never meet
         the author's. The service writes the environment's `python3` kernelspec itself.""",
     ).tag(config=True)
