@@ -1167,6 +1167,22 @@ async def test_offline_a_missing_theme_names_itself_and_what_the_operator_does(
     assert not themes.joinpath("article-theme").exists()
 
 
+async def test_the_operators_single_myst_theme_is_its_book_theme(myst_books, tmp_path):
+    """c.BookRunner.myst_theme (one folder, as before themes had names): MyST's default theme,
+    for books that name none or book-theme; an article asks for another."""
+    plain = write_tree(tmp_path / "plain", PLAIN_THEME)
+    out = await myst_books(myst_book(TWO_NOTEBOOKS), myst_themes_dir="", myst_theme=str(plain))
+    assert out.status == "succeeded", out.log
+    assert theme_of(out, "one.html") == "plain"
+
+    article = myst_book(TWO_NOTEBOOKS)
+    article["myst.yml"] += "site:\n  template: article-theme\n"
+    out = await myst_books(article, myst_themes_dir="", myst_theme=str(plain))
+    assert out.status == "failed"
+    assert out.error.startswith("The MyST theme article-theme is not on this server, and this "
+                                "runner has no myst_themes_dir. The operator must provide it")  # fmt: skip
+
+
 async def test_a_theme_the_service_does_not_know_is_refused_with_the_ones_it_has(myst_books):
     article = myst_book({"one.ipynb": TWO_NOTEBOOKS["one.ipynb"]})
     article["myst.yml"] += "site:\n  template: fancy-theme\n"
