@@ -23,6 +23,7 @@ import re
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ from tornado.websocket import websocket_connect
 from .conftest import build, need
 from .support.kernel import run_in_kernel
 from .support.pkgindex import PY38_REQUIREMENTS, add_wheels, cache_dir, python_wheels
+from .support.procs import host_pid
 from .test_environments_local import pyenv_python
 from .test_servers import wait_ready
 
@@ -198,7 +200,9 @@ async def test_what_the_authors_environment_ships_does_not_run_in_the_server(hub
     async with httpx.AsyncClient(headers={"Authorization": f"token {token}"}, timeout=60) as c:
         assert (await c.get(f"{url}lab/api/build")).status_code == 200
         assert (await c.get(f"{url}api/kernelspecs")).status_code == 200
-    server_pid = int(await run_in_kernel(url, token, "import os; print(os.getppid())"))
+    ns_pid = int(await run_in_kernel(url, token, "import os; print(os.getppid())"))
+    # (the server runs confined: in its own pid namespace)
+    server_pid = host_pid(ns_pid, f"JUPYTERHUB_SERVICE_PREFIX={urlsplit(url).path}")
     await run_in_terminal(url, token, f'echo "NL=$((6*7)) {uuid.uuid4().hex}"', r"NL=42 ")
 
     # the server process is the service's jupyterhub-singleuser, on the service's Python, with
