@@ -138,7 +138,7 @@ async def test_python_3_8_is_accepted_now_that_the_server_runs_apart(builder, tm
     need("pyenv's Python 3.8", pyenv_python("3.8") is not None)
     _repo, runtime = runtime_of(tmp_path, {"binder/runtime.txt": "Python-3.8\n"})
     recipe = await builder().recipe(runtime)
-    assert recipe["python"] == "3.8" and recipe["kernel_packages"] == ["ipykernel"]
+    assert recipe["python"] == "3.8" and recipe["kernel_packages"] == ["ipykernel", "nbformat"]
     assert "server_packages" not in recipe
 
 

@@ -64,7 +64,10 @@ def template_index(pkg_index):
     """The local index, also serving the template's own pins for Python 3.8."""
     _templates_present()
     reqs = (TEMPLATE / "binder" / "requirements.txt").read_text().split()
-    serve(pkg_index, resolved_distributions(cache_dir(), [*reqs, "ipykernel"], TEMPLATE_PYTHON))
+    serve(
+        pkg_index,
+        resolved_distributions(cache_dir(), [*reqs, "ipykernel", "nbformat"], TEMPLATE_PYTHON),
+    )
     return pkg_index
 
 
@@ -108,7 +111,10 @@ def article_index(pkg_index):
     """The local index, also serving the MyST article's runtime for Python 3.10."""
     _templates_present()
     reqs = (ARTICLE / "binder" / "requirements.txt").read_text().split()
-    serve(pkg_index, resolved_distributions(cache_dir(), [*reqs, "ipykernel"], ARTICLE_PYTHON))
+    serve(
+        pkg_index,
+        resolved_distributions(cache_dir(), [*reqs, "ipykernel", "nbformat"], ARTICLE_PYTHON),
+    )
     return pkg_index
 
 

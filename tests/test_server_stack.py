@@ -32,8 +32,9 @@ from tornado.websocket import websocket_connect
 
 from .conftest import build, need
 from .support.kernel import run_in_kernel
-from .support.pkgindex import PY38_REQUIREMENTS, add_wheels, cache_dir, python_wheels
+from .support.pkgindex import PY38_REQUIREMENTS, cache_dir
 from .support.procs import host_pid
+from .support.wheelhouse import resolved_distributions, serve
 from .test_environments_local import pyenv_python
 from .test_servers import wait_ready
 
@@ -81,7 +82,8 @@ async def py38(hub, pkg_index, repos_root, tmp_path_factory):
     from .support.repos import make_repo
 
     need("pyenv's Python 3.8", pyenv_python("3.8") is not None)
-    add_wheels(pkg_index, python_wheels(cache_dir(), "3.8", ["ipykernel", *PY38_REQUIREMENTS]))
+    serve(pkg_index, resolved_distributions(cache_dir(), ["ipykernel", "nbformat",
+                                                          *PY38_REQUIREMENTS], "3.8"))  # fmt: skip
     planted = tmp_path_factory.mktemp("planted")
     log = planted / "ran"
     post_build = HOSTILE_POST_BUILD.replace("PROGRAMS", " ".join(PROGRAMS))

@@ -65,16 +65,6 @@ def myst_wheels(cache: Path) -> Path:
 PY38_REQUIREMENTS = ["jsonschema==3.2.0", "SQLAlchemy==1.3.24", "ipywidgets==8.1.7"]
 
 
-# what pip download leaves out for another Python: it evaluates environment markers other than
-# python_version with the running interpreter (e.g. `python_full_version < '3.10'`)
-OLD_PYTHON_BACKPORTS = ["typing_extensions", "importlib_metadata", "zipp", "exceptiongroup"]
-
-
-def python_wheels(cache: Path, python: str, reqs: list[str]) -> Path:
-    """Wheels of reqs (and their dependencies) for another Python X.Y than the service's."""
-    return _wheels(cache, [f"--python-version={python}", *reqs, *OLD_PYTHON_BACKPORTS])
-
-
 def _wheels(cache: Path, reqs: list[str]) -> Path:
     stamp_key = hashlib.sha256(" ".join(reqs).encode()).hexdigest()[:16]
     target = cache / f"wheels-{stamp_key}"
