@@ -24,6 +24,7 @@ from neurolibre_service import docker_engine as de
 from neurolibre_service.books import DockerBookRunner
 
 from .conftest import need
+from .support.mystthemes import site_theme, write_tree
 from .support.pkgindex import (
     PackageIndex,
     book_wheels,
@@ -40,8 +41,6 @@ from .test_books import (
     myst_book,
     notebook,
     page,
-    site_theme,
-    write_tree,
 )
 from .test_environments import wait_for
 

@@ -66,15 +66,9 @@ def test_an_author_builds_a_myst_article_with_the_theme_it_names(tmp_path, pkg_i
     """NeuroLibre's MyST article (myst.yml at the root, article-theme, a runtime with no book
     tool): `neurolibre build --myst-themes DIR` draws it with DIR/article-theme; MyST, its
     Jupyter server and the theme are the service's, the notebooks run on the author's kernel."""
+    from .support.mystthemes import site_theme, write_tree
     from .support.pkgindex import _wheels, add_wheels, cache_dir
-    from .test_books import (
-        ARTICLE,
-        ARTICLE_DATA,
-        ARTICLE_REQUIREMENTS,
-        figure_1,
-        site_theme,
-        write_tree,
-    )
+    from .test_books import ARTICLE, ARTICLE_DATA, ARTICLE_REQUIREMENTS, figure_1
 
     add_wheels(pkg_index, _wheels(cache_dir(), ARTICLE_REQUIREMENTS))
     themes = tmp_path / "themes"
