@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from .support.hub import Hub, service_config_args
+from .support.mystthemes import site_theme, write_tree
 from .support.pkgindex import PackageIndex, book_wheels, cache_dir, server_wheels
 from .support.repos import make_repo
 
@@ -55,6 +56,15 @@ def new_repo(repos_root):
     return make
 
 
+def offline_myst_themes() -> Path:
+    """The operator's MyST themes in test hubs: article-theme and book-theme, the tests' small
+    template named as MyST's are."""
+    root = cache_dir() / "test-myst-themes"
+    for name in ("article-theme", "book-theme"):
+        write_tree(root / name, site_theme(name))
+    return root
+
+
 def hub_args(pkg_index: PackageIndex, repos_root: Path, **traits) -> list[str]:
     base = {
         "local_repository_roots": [str(repos_root)],
@@ -64,6 +74,9 @@ def hub_args(pkg_index: PackageIndex, repos_root: Path, **traits) -> list[str]:
         # readers' launches (test_launch.py): a limit reached with two, a quick clean-up
         "reader_servers_per_preprint": 2,
         "reader_sweep_interval": 2,
+        # MyST themes: the tests' offline template; a test hub never downloads one
+        "LocalBookRunner__myst_themes_dir": str(offline_myst_themes()),
+        "LocalBookRunner__myst_theme_download": False,
     }
     base.update(traits)
     return service_config_args(**base)

@@ -22,9 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import CI, follow_log
+from .conftest import CI, follow_log, offline_myst_themes
 from .support.dataserver import DataServer, tar_gz_bytes
-from .support.mystthemes import site_theme, write_tree
 from .support.pkgindex import cache_dir
 from .support.repos import git
 from .support.wheelhouse import resolved_distributions, serve
@@ -118,15 +117,6 @@ def article_index(pkg_index):
     return pkg_index
 
 
-@pytest.fixture(scope="module")
-def myst_themes(tmp_path_factory) -> Path:
-    """The operator's MyST themes (offline: the tests' small template, named as MyST's are)."""
-    root = tmp_path_factory.mktemp("myst-themes")
-    for name in ("article-theme", "book-theme"):
-        write_tree(root / name, site_theme(name))
-    return root
-
-
 def neurolibre(*args: str, index_url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "UV_DEFAULT_INDEX": index_url}
     return subprocess.run([str(Path(sys.executable).parent / "neurolibre"), *args], env=env,
@@ -189,11 +179,11 @@ def assert_article_page(page: str) -> None:
 
 
 def test_the_myst_article_checks_clean_and_builds_with_its_figures(
-    tmp_path, article_index, data_server, myst_themes
+    tmp_path, article_index, data_server
 ):
     repo, _sha = copy_template(ARTICLE, tmp_path / "article", data_server)
     run = neurolibre("build", str(repo), "--data-dir", str(tmp_path / "nl"),
-                     "--myst-themes", str(myst_themes), index_url=article_index.url)  # fmt: skip
+                     "--myst-themes", str(offline_myst_themes()), index_url=article_index.url)  # fmt: skip
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     assert "Layout check: 0 error(s)" in run.stdout
@@ -203,10 +193,8 @@ def test_the_myst_article_checks_clean_and_builds_with_its_figures(
 
 
 async def test_the_myst_article_builds_through_the_service(
-    start_hub, repos_root, article_index, data_server, myst_themes
+    hub, repos_root, article_index, data_server
 ):
-    hub = start_hub("article-hub", LocalBookRunner__myst_themes_dir=str(myst_themes),
-                    LocalBookRunner__myst_theme_download=False)  # fmt: skip
     repo, sha = copy_template(ARTICLE, repos_root / "official-article", data_server)
     async with hub.token_client("alice") as alice:
         r = await alice.post("preprints", json={"repository": str(repo), "ref": "main"})
