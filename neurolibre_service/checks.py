@@ -799,8 +799,10 @@ class Checker:
         base = self.book.base
         if self.book.at_root:
             present = [n for n in ("_config.yml", "_toc.yml") if self.kind(n) == "file"]
-            self.add(ERROR, present[0], f"The Jupyter Book is at the repository root "
-                     f"({', '.join(present)}); NeuroLibre builds the book in content/.",
+            # it builds where it is (books.find_book): a warning, as the handbook's place is content/
+            self.add(WARNING, present[0], f"The Jupyter Book is at the repository root "
+                     f"({', '.join(present)}): it builds there, but NeuroLibre's handbook keeps "
+                     "the book in content/.",
                      "Move _config.yml, _toc.yml and the pages they list into content/ (the "
                      "entries of _toc.yml stay as they are), and set repository.path_to_book: "
                      "content in _config.yml.")  # fmt: skip
