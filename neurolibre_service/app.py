@@ -564,7 +564,8 @@ class NeuroLibre(Application):
             self.log.error("Could not check the built runtimes: %s", e)
         await self.queue.start()
         self._reader_sweep = asyncio.create_task(
-            self.readers.sweep_forever(self.reader_sweep_interval))
+            self.readers.sweep_forever(self.reader_sweep_interval)
+        )
         self.server = HTTPServer(self.tornado_app, xheaders=True)
         self.server.listen(self.port, self.ip)
         self.log.info("NeuroLibre %s on http://%s:%s%s (builder: %s, sandbox: %s)", __version__,
