@@ -82,7 +82,7 @@ ROUTES = {
         "p/nothing-1/v{id}/logs/main.log", "GET", 404),
     r"api/published": ("api/published", "GET", 200),
     rf"api/published/{SLUG}": ("api/published/nothing-1", "GET", 404),
-    rf"launch/{SLUG}": ("launch/nothing-1", "GET", 302),
+    rf"launch/{SLUG}": ("launch/nothing-1", "GET", 404),
 }  # fmt: skip
 WITH_ID = [p for p, (path, _, _) in ROUTES.items() if "{id}" in path]
 # ids no row can have: past SQLite's 64 bits, and past PostgreSQL's integer
