@@ -14,6 +14,7 @@ from ..environments.local import ensure_kernelspec
 from ..environments.service_envs import ServiceEnvironmentError
 from ..errors import UserError
 from ..launch import environment_readable
+from ..sandbox import chown_tree
 from .base import APIHandler, BaseHandler, row_id
 
 
@@ -112,11 +113,17 @@ class SpawnerAPI(APIHandler):
             "cpu_limit": info["cpu_limit"], "mem_limit": info["mem_limit"],
             "datasets": datasets,
         }  # fmt: skip
-        # the server's own directory: the version's files, the datasets' mount points
-        workdir = await self.nl.server_files.prepare(
-            user, server_name, source, [(d["project_name"], Path(d["path"])) for d in datasets]
-        )
-        spec["workdir"] = str(workdir)
+        # the server's own directory: the version's files, the datasets' mount points. An
+        # image's plain server keeps the image's own home (its files are the image's)
+        image = env.runtime.backend != "local"
+        if not image or raw_version is not None:
+            workdir = await self.nl.server_files.prepare(
+                user, server_name, source, [(d["project_name"], Path(d["path"])) for d in datasets]
+            )
+            if image:  # the container's user writes it (repo2docker's --user-id)
+                uid = int(getattr(self.nl.builder_impl, "user_id", 1000))
+                await asyncio.to_thread(chown_tree, workdir, uid, uid)
+            spec["workdir"] = str(workdir)
         # temporary readers open their server with the launch's token in the URL, once
         spec["token_in_url"] = await self.nl.servers.is_reader(user)
         if env.runtime.backend == "local":
