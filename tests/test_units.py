@@ -119,7 +119,8 @@ def test_the_api_description_covers_every_route():
             path = (pattern.replace(r"(\d+)", "{id}").replace(r"(rebuild|cancel)", "{action}")
                     .replace(r"([A-Za-z0-9._-]+)", "{name}")
                     .replace("(main|environment|data|book)", "{stage}")
-                    .replace("([0-9a-f]{64})", "{key}"))  # fmt: skip
+                    .replace("([0-9a-f]{64})", "{key}")
+                    .replace("reviewers/([^/]+)", "reviewers/{reviewer}"))  # fmt: skip
             candidates = {path} if "{action}" not in path else {
                 path.replace("{action}", a) for a in ("rebuild", "cancel")}  # fmt: skip
             assert candidates <= documented, pattern
