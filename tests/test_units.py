@@ -120,7 +120,8 @@ def test_the_api_description_covers_every_route():
                     .replace(r"([A-Za-z0-9._-]+)", "{name}")
                     .replace("(main|environment|data|book)", "{stage}")
                     .replace("([0-9a-f]{64})", "{key}")
-                    .replace("reviewers/([^/]+)", "reviewers/{reviewer}"))  # fmt: skip
+                    .replace("reviewers/([^/]+)", "reviewers/{reviewer}")
+                    .replace("([a-z0-9][a-z0-9-]{0,99})", "{slug}"))  # fmt: skip
             candidates = {path} if "{action}" not in path else {
                 path.replace("{action}", a) for a in ("rebuild", "cancel")}  # fmt: skip
             assert candidates <= documented, pattern
