@@ -589,20 +589,11 @@ class DatasetStore:
 
 async def _refuse_if_published(s, ds: Dataset) -> None:
     """A published version keeps its data (publishing.py): deleting it is refused."""
-    from .db import Publication, PublishedVersion, published_datasets
+    from .db.published import first_version_using
 
-    row = (
-        await s.execute(
-            select(Publication.slug, PublishedVersion.version)
-            .join(PublishedVersion, PublishedVersion.publication_id == Publication.id)
-            .join(published_datasets, published_datasets.c.version_id == PublishedVersion.id)
-            .where(published_datasets.c.dataset_key == ds.key)
-            .order_by(PublishedVersion.id)
-            .limit(1)
-        )
-    ).first()
-    if row is not None:
-        slug, version = row
+    found = await first_version_using(s, dataset_key=ds.key)
+    if found is not None:
+        slug, version = found
         raise Conflict(
             f"Dataset {ds.project_name} is part of published version {slug} v{version} "
             f"(p/{slug}/v{version}/): a published version never changes, so its data cannot "

@@ -18,10 +18,10 @@ from ..db import (
     Environment,
     Job,
     JobStatus,
-    Publication,
     PublishedVersion,
     Runtime,
 )
+from ..db.published import first_version_using
 from ..errors import Conflict, NotFound, UserError
 from ..jobs import JobContext, JobFailed, JobQueue
 from ..units import iso_utc
@@ -233,17 +233,9 @@ class EnvironmentManager:
     async def _refuse_if_published(self, env: Environment, what: str) -> None:
         """A published version launches on its environment: it stays as it is (publishing.py)."""
         async with self.db.session() as s:
-            row = (
-                await s.execute(
-                    select(Publication.slug, PublishedVersion.version)
-                    .join(Publication, Publication.id == PublishedVersion.publication_id)
-                    .where(PublishedVersion.environment_id == env.id)
-                    .order_by(PublishedVersion.id)
-                    .limit(1)
-                )
-            ).first()
-        if row is not None:
-            slug, version = row
+            found = await first_version_using(s, environment_id=env.id)
+        if found is not None:
+            slug, version = found
             raise Conflict(
                 f"Environment {env.id} ({env.name}) is the environment of published version "
                 f"{slug} v{version} (p/{slug}/v{version}/): a published version never changes, "
